@@ -1,0 +1,144 @@
+"""Named, append-only schema migrations for the bridge's one SQLite file.
+
+Each migration is (name, sql). Applied names are recorded in the `migrations`
+table; a migration never changes once released: add a new one instead.
+Internal meaning everywhere: stars 1..5, 5 = 非常满意; times are UNIX seconds
+(REAL, UTC); the edge (upstream mapping, reports) converts.
+"""
+
+MIGRATIONS = [
+    (
+        "0001_core",
+        """
+CREATE TABLE windows (
+    window_id   TEXT PRIMARY KEY,          -- hall's own window code, e.g. 'W03'
+    name        TEXT NOT NULL DEFAULT '',  -- 窗口名称 shown on the status page
+    dept_code   TEXT NOT NULL DEFAULT '',
+    dept_name   TEXT NOT NULL DEFAULT '',
+    created_at  REAL NOT NULL
+);
+CREATE TABLE devices (
+    device_id     TEXT PRIMARY KEY,
+    key_hex       TEXT NOT NULL,           -- 32-byte device key; never logged
+    window_id     TEXT REFERENCES windows(window_id),
+    transport     TEXT NOT NULL DEFAULT 'serial',   -- serial | mqtt
+    retired_at    REAL,
+    created_at    REAL NOT NULL,
+    -- last known state, updated from hello/status/link events
+    fw_version    TEXT, board TEXT, boot INTEGER,
+    online        INTEGER NOT NULL DEFAULT 0,
+    last_seen     REAL,
+    uptime_s      INTEGER, journal_depth INTEGER, journal_cap INTEGER,
+    free_heap     INTEGER, rssi INTEGER, status_flags INTEGER,
+    last_error    TEXT,
+    cmd_seq       INTEGER NOT NULL DEFAULT 0,    -- bridge -> device command counter
+    rejects       INTEGER NOT NULL DEFAULT 0,    -- rejected messages, all reasons
+    last_reject   TEXT, last_reject_at REAL
+);
+CREATE TABLE bindings (                    -- history of which unit served which window
+    id          INTEGER PRIMARY KEY,
+    device_id   TEXT NOT NULL REFERENCES devices(device_id),
+    window_id   TEXT NOT NULL REFERENCES windows(window_id),
+    bound_at    REAL NOT NULL,
+    unbound_at  REAL,
+    note        TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE cases (
+    case_id     INTEGER PRIMARY KEY,
+    project_no  TEXT NOT NULL UNIQUE,      -- 办件编号 from the case system
+    window_id   TEXT NOT NULL REFERENCES windows(window_id),
+    task_code   TEXT NOT NULL DEFAULT '',  -- 事项编码
+    task_name   TEXT NOT NULL DEFAULT '',
+    dept_code   TEXT NOT NULL DEFAULT '',
+    dept_name   TEXT NOT NULL DEFAULT '',
+    clerk_id    TEXT NOT NULL DEFAULT '',  -- 经办人
+    clerk_name  TEXT NOT NULL DEFAULT '',
+    user_prop   INTEGER NOT NULL DEFAULT 1,   -- 1 person, 2 company
+    contact_ref TEXT NOT NULL DEFAULT '',  -- reference for the SMS gateway, never a phone number in clear
+    state       TEXT NOT NULL DEFAULT 'open',  -- open | prompted | rated | unrated | cancelled
+    token       TEXT UNIQUE,               -- case token sent in the prompt, echoed by the rating
+    device_id   TEXT,                      -- keypad that was prompted
+    opened_at   REAL NOT NULL,
+    finished_at REAL,
+    prompt_until REAL,
+    closed_at   REAL
+);
+CREATE INDEX cases_window_state ON cases(window_id, state);
+CREATE TABLE events (                      -- every journaled event exactly once: (device_id, seq)
+    device_id   TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    boot        INTEGER NOT NULL,
+    kind        TEXT NOT NULL,             -- rating | reason | unsolicited
+    stars       INTEGER,
+    token       TEXT,
+    ref_seq     INTEGER,                   -- reason: the rating it belongs to
+    codes       TEXT,                      -- reason codes, comma-separated
+    age_ms      INTEGER NOT NULL,
+    nth         INTEGER, dt_ms INTEGER,
+    digest      TEXT NOT NULL,             -- hex of the canonical bytes' SHA-256: replay check
+    via         TEXT NOT NULL,             -- serial:<port> | mqtt
+    received_at REAL NOT NULL,
+    pressed_at  REAL NOT NULL,
+    case_id     INTEGER REFERENCES cases(case_id),
+    disposition TEXT NOT NULL,             -- counted | replaced | audit | unsolicited | orphan
+    PRIMARY KEY (device_id, seq)
+);
+CREATE INDEX events_case ON events(case_id);
+CREATE TABLE ratings (                     -- the counted rating of a case (at most first + follow-up)
+    case_id     INTEGER NOT NULL REFERENCES cases(case_id),
+    assess_number INTEGER NOT NULL DEFAULT 1,   -- 1 first, 2 follow-up (补充评价)
+    stars       INTEGER NOT NULL,
+    reasons     TEXT NOT NULL DEFAULT '',  -- reason codes, comma-separated
+    device_id   TEXT NOT NULL,
+    seq         INTEGER NOT NULL,          -- the event that set it
+    pressed_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (case_id, assess_number)
+);
+CREATE TABLE audit (                       -- who did what, and every rejected or dropped input
+    id          INTEGER PRIMARY KEY,
+    at          REAL NOT NULL,
+    actor       TEXT NOT NULL,             -- device id, 'case-api', 'cli', 'bridge'
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL DEFAULT '',
+    detail      TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE device_log (                  -- text a keypad printed outside frames, LOG messages
+    id          INTEGER PRIMARY KEY,
+    device_id   TEXT,                      -- NULL when only the port is known
+    port        TEXT NOT NULL DEFAULT '',
+    at          REAL NOT NULL,
+    line        TEXT NOT NULL
+);
+CREATE TABLE outbox (                      -- records for the provincial platform
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,             -- rating | unrated
+    case_id     INTEGER NOT NULL REFERENCES cases(case_id),
+    assess_number INTEGER NOT NULL DEFAULT 1,
+    idem_key    TEXT NOT NULL UNIQUE,      -- idempotency key sent upstream
+    state       TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | quarantined
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try_at REAL NOT NULL,
+    last_error  TEXT NOT NULL DEFAULT '',
+    created_at  REAL NOT NULL,
+    sent_at     REAL
+);
+CREATE INDEX outbox_due ON outbox(state, next_try_at);
+CREATE TABLE followups (                   -- 差评 follow-up: 待核实 -> 已核实 -> 已整改 -> 已反馈
+    case_id     INTEGER PRIMARY KEY REFERENCES cases(case_id),
+    state       TEXT NOT NULL DEFAULT '待核实',
+    opened_at   REAL NOT NULL,
+    deadline    REAL NOT NULL,
+    closed_at   REAL
+);
+CREATE TABLE followup_steps (
+    id          INTEGER PRIMARY KEY,
+    case_id     INTEGER NOT NULL REFERENCES followups(case_id),
+    state       TEXT NOT NULL,
+    at          REAL NOT NULL,
+    who         TEXT NOT NULL,
+    note        TEXT NOT NULL DEFAULT ''
+);
+""",
+    ),
+]
