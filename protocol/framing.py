@@ -25,7 +25,7 @@ MAGIC = const(0xF5)
 HEADER = const(3)  # magic + length
 TRAILER = const(4)  # crc32
 OVERHEAD = const(7)
-MIN_MESSAGE = const(28)  # header 4 + 1-char device id + boot/seq 8 + MAC 16 - 1
+MIN_MESSAGE = const(29)  # header 4 + 1-char device id + boot/seq 8 + MAC 16 (QUERY has no payload)
 MAX_TEXT_LINE = const(256)
 
 FRAME = const(1)  # item kinds yielded by Decoder.feed
