@@ -1,0 +1,83 @@
+"""Hall status page in real headless Chromium: loads, then shows an offline keypad, a new rating and a growing journal without reload."""
+import json
+import time
+
+from pingjia.bridge import statuspage
+from tests.web import hallseed
+
+
+def test_page_updates_live_without_reload(page_server, hall_db, browser, shot):
+    _, conn = hall_db
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.goto(page_server + "/")
+    page.wait_for_selector('#windows .win[data-window="W01"][data-state="ok"]')
+    assert page.text_content("#k-rated") == "12"
+    assert page.text_content("#k-rate") == "92.3%"
+    assert "非常满意" in page.text_content("#dist") and "★★★★★" in page.text_content("#dist")
+    assert "W06" in page.text_content("#alerts")  # no keypad at W06
+    shot(page, "statuspage-1-loaded")
+    page.evaluate("window.__noReload = 'still-here'")
+
+    conn.execute("UPDATE devices SET online = 0, last_seen = ? WHERE device_id = 'KP-0003'", (time.time() - 200,))
+    conn.commit()
+    page.wait_for_selector('#windows .win[data-window="W03"][data-state="offline"]')
+    page.wait_for_selector('#alerts .alert[data-window="W03"][data-state="offline"]')
+    assert "离线" in page.text_content('#windows .win[data-window="W03"] .pill')
+    shot(page, "statuspage-2-offline")
+
+    project = hallseed.add_rating(conn, "W01", "KP-0001", 2)
+    page.wait_for_selector('#ratings tr[data-project="%s"]' % project)
+    page.wait_for_function("document.querySelector('#k-rated').textContent === '13'")
+    assert "不满意" in page.text_content('#ratings tr[data-project="%s"]' % project)
+
+    conn.execute("UPDATE devices SET journal_depth = 57 WHERE device_id = 'KP-0004'")
+    conn.commit()
+    page.wait_for_selector('#alerts .alert[data-window="W04"][data-state="journal"]')
+    assert page.evaluate("window.__noReload") == "still-here"
+    shot(page, "statuspage-3-rating-and-journal")
+    page.close()
+
+
+def test_page_shows_lost_link(page_server, browser, hall_db):
+    page = browser.new_page()
+    page.goto(page_server + "/")
+    page.wait_for_selector('#windows .win[data-window="W01"]')
+    assert page.is_hidden("#link")
+    page.route("**/api/hall", lambda route: route.abort())
+    page.wait_for_selector("#link", state="visible")
+    page.close()
+
+
+def test_handle_contract(hall_db):
+    path = str(hall_db[0])
+    assert statuspage.handle(path, "GET", "/cases") is None
+    status, ctype, body = statuspage.handle(path, "GET", "/")
+    assert status == 200 and ctype.startswith("text/html") and "好差评".encode() in body
+    assert statuspage.handle(path, "GET", "/static/app.js")[1].split(";")[0] in ("text/javascript", "application/javascript")
+    assert statuspage.handle(path, "GET", "/static/../statuspage.py")[0] == 404
+    assert statuspage.handle(path, "POST", "/api/hall")[0] == 405
+    status, ctype, body = statuspage.handle(path, "GET", "/api/hall?x=1")
+    h = json.loads(body)
+    assert status == 200 and ctype.startswith("application/json")
+    assert [s["label"] for s in h["levels"]] == ["非常满意", "满意", "基本满意", "不满意", "非常不满意"]
+    assert h["today"]["finished"] == 13 and h["today"]["rated"] == 12 and h["today"]["bad"] == 2
+    assert h["today"]["satisfaction_rate"] == round(100 * 10 / 12, 1)
+    assert [f["stars"] for f in h["followups"]] == [1, 2]
+
+
+def test_keypad_states_problems_first(hall_db):
+    _, conn = hall_db
+    now = time.time()
+    conn.execute("UPDATE devices SET last_seen = NULL WHERE device_id = 'KP-0005'")
+    conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = 'KP-0002'", (now - 600,))
+    conn.execute("UPDATE devices SET status_flags = 1, journal_depth = 2000 WHERE device_id = 'KP-0003'")
+    conn.execute("UPDATE devices SET last_error = 'flash write failed' WHERE device_id = 'KP-0004'")
+    conn.execute("INSERT INTO devices (device_id, key_hex, created_at) VALUES ('KP-0099', '', ?)", (now,))
+    conn.execute("INSERT INTO devices (device_id, key_hex, window_id, created_at, retired_at) VALUES ('KP-0098', '', 'W06', ?, ?)", (now, now))
+    conn.commit()
+    rows = statuspage.keypads(conn, now)
+    assert [(r["window_id"], r["state"]) for r in rows] == [
+        ("W06", "missing"), ("W05", "never"), ("W02", "stale"), ("W03", "journal"),
+        ("W04", "error"), (None, "spare"), ("W01", "ok"),
+    ]
+    assert all(r["problem"] for r in rows[:5]) and not rows[5]["problem"]
