@@ -27,6 +27,7 @@ from ..protocol.errors import ProtocolError
 ROOT = Path(__file__).resolve().parent.parent
 LIB = "/lib/pingjia"
 CONFIG_PATH = "/pingjia_config.json"
+MANIFEST = LIB + "/manifest.json"  # written last: version and file hashes of a complete install
 MAIN_SRC = "firmware/main.py"  # the device's /main.py
 SKIP_DIRS = {"virtual", "__pycache__"}
 HELLO_TIMEOUT = 30.0
@@ -40,6 +41,11 @@ class FlashError(Exception):
 class Image:
     version: str
     files: list  # [(device_path, bytes)]
+
+    @property
+    def mpy_version(self):
+        """The .mpy format version (byte 1 of every .mpy) the board must load."""
+        return next((d[1] for p, d in self.files if p.endswith(".mpy")), 0)
 
     def paths(self):
         return [p for p, _ in self.files]
@@ -298,7 +304,7 @@ def wait_hello(ser, device_id, key, timeout=HELLO_TIMEOUT, log=None):
         if any(ln.startswith("Traceback") for ln in log) and any(":" in ln and "Error" in ln for ln in log[-3:]):
             raise FlashError("the firmware crashed at boot: %s" % log[-1][-200:])
     hint = (": last output %r" % log[-1][-120:]) if log else " (no output from the board)"
-    raise FlashError("no signed HELLO within %ds%s" % (timeout, hint))
+    raise FlashError("no signed HELLO within %gs%s" % (timeout, hint))
 
 
 # -- the bridge's device table ------------------------------------------------------------------
@@ -354,6 +360,20 @@ def device_key(db_path, device_id):
     return bytes.fromhex(row["key_hex"])
 
 
+def _db_version(db_path, device_id):
+    with contextlib.closing(_db(db_path)) as conn:
+        row = conn.execute("SELECT fw_version FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+    return (row and row["fw_version"]) or ""
+
+
+def check_platform(board, image):
+    """A board that cannot load this image's .mpy files is the wrong board."""
+    have = board.mpy & 0xFF
+    if image.mpy_version and have != image.mpy_version:
+        raise FlashError("%s runs MicroPython %s on %s, which loads .mpy v%d; the firmware is compiled as v%d"
+                         % (board.port, board.mp_version, board.platform, have, image.mpy_version))
+
+
 def set_version(db_path, device_id, hello):
     with contextlib.closing(_db(db_path)) as conn:
         conn.execute("UPDATE devices SET fw_version = ?, board = ? WHERE device_id = ?", (hello.fw, hello.board, device_id))
@@ -390,12 +410,12 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
         cfg = make_config(device_id, key, window_id or "", transport, hall, wifi, broker)
         _note(progress, "connect")
         board = Board(port)
+        check_platform(board, image)
         old = board.read_json(CONFIG_PATH)
         if old and old.get("device_id") and old.get("device_id") != device_id and not force:
             raise FlashError("board is already provisioned as %s (use update, or --force to re-provision)" % old["device_id"])
-        files = image.files + [(CONFIG_PATH, json.dumps(cfg, sort_keys=True).encode())]
-        _note(progress, "copy", 0, len(files))
-        res.written, res.skipped = sync_files(board, files, lambda i, n: _note(progress, "copy", i, n))
+        res.previous = _board_version(board)
+        res.written, res.skipped = _install(board, image, [(CONFIG_PATH, json.dumps(cfg, sort_keys=True).encode())], progress)
         hello = _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress)
         register(db_path, device_id, key, window_id, transport, hello)
         res.ok = True
@@ -410,13 +430,24 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
 
 
 def _board_version(board):
-    out = board.exec("try:\n from pingjia.firmware import version\n print(version.VERSION)\nexcept Exception:\n print('')")
-    return out.strip()
+    """The version of the last complete install (its manifest), '' when there is none."""
+    return (board.read_json(MANIFEST) or {}).get("version", "")
+
+
+def _install(board, image, extra, progress):
+    """Sync the image (+ extra files), then write the manifest that marks the install complete."""
+    files = image.files + extra
+    board.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % MANIFEST)  # incomplete until rewritten
+    _note(progress, "copy", 0, len(files))
+    written, skipped = sync_files(board, files, lambda i, n: _note(progress, "copy", i, n))
+    manifest = {"version": image.version, "files": {p: hashlib.sha256(d).hexdigest() for p, d in image.files}}
+    board.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    return written, skipped
 
 
 def _remove_stale(board, image):
     """Delete files under /lib/pingjia that the new image does not have (never outside it)."""
-    keep = set(image.paths())
+    keep = set(image.paths()) | {MANIFEST}
     board.exec(
         "import os\n"
         "def _walk(d):\n"
@@ -439,6 +470,7 @@ def update_board(port, db_path, image, force=False, hello_timeout=HELLO_TIMEOUT,
     try:
         _note(progress, "connect")
         board = Board(port)
+        check_platform(board, image)
         cfg = board.read_json(CONFIG_PATH)
         if not cfg or not cfg.get("device_id"):
             raise FlashError("no pingjia config on %s: provision it with flash first" % port)
@@ -446,12 +478,11 @@ def update_board(port, db_path, image, force=False, hello_timeout=HELLO_TIMEOUT,
         key = device_key(db_path, res.device_id)
         if cfg.get("key") != key.hex():
             raise FlashError("the board's key for %s differs from the bridge's (rotated elsewhere?)" % res.device_id)
-        res.previous = _board_version(board)
+        res.previous = _board_version(board) or _db_version(db_path, res.device_id)
         old, new = _parse_version(res.previous), _parse_version(image.version)
         if old and new and new < old and not force:
             raise FlashError("refusing to downgrade %s from %s to %s (use --force)" % (res.device_id, res.previous, image.version))
-        _note(progress, "copy", 0, len(image.files))
-        res.written, res.skipped = sync_files(board, image.files, lambda i, n: _note(progress, "copy", i, n))
+        res.written, res.skipped = _install(board, image, [], progress)
         _remove_stale(board, image)
         hello = _boot_and_hello(board, res.device_id, key, image, res, hello_timeout, progress)
         set_version(db_path, res.device_id, hello)
