@@ -1,0 +1,180 @@
+# pingjia.bridge.mqtt_ingest: the MQTT transport (paho-mqtt 2.x).
+#
+# One client, one persistent session (fixed client id, clean_session False,
+# QoS 1 subscriptions), so events published while the bridge is away wait in
+# the broker and arrive when it reconnects; the keypads retransmit anything
+# else from their journals until ACKed.
+#   pj/<hall>/dev/+/up     -> hub.submit(payload, link)
+#   pj/<hall>/dev/+/state  -> hub.link_state(device_id, online, link)
+#                             (retained "online"/"offline"; the keypad's last
+#                             will sets "offline" when its socket dies)
+#   pj/<hall>/cases        -> on_cases(payload)   (only when a handler is given)
+#   Link.send(device_id, raw) publishes to pj/<hall>/dev/<id>/down, QoS 1.
+# paho's network thread runs every callback; reconnecting with backoff is
+# paho's own loop (reconnect_delay_set). Throughput: on_message does no more
+# than a topic split and a queue hand-off to the hub (which verifies, batches
+# and commits on its own thread), and the ACK publishes may have many
+# messages in flight (max_inflight), so one round trip to the broker never
+# throttles the hall.
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from ..protocol import topics
+
+log = logging.getLogger("pingjia.bridge.mqtt")
+
+
+class MqttLink:
+    """The bridge's MQTT transport and the Link the hub sends ACKs/commands on.
+
+    hub        has submit(raw, link), link_state(device_id, online, link)
+    hall       hall id (topic tree pj/<hall>/...)
+    host, port broker address; username/password the bridge's credentials
+    client_id  fixed, so the broker keeps the session (default "@bridge-<hall>")
+    tls        None, or a dict for paho's tls_set(**tls)
+    on_cases   optional callable(payload_bytes) for the case-system topic
+    """
+
+    name = "mqtt"
+
+    def __init__(self, hub, hall, host="127.0.0.1", port=1883, username=None, password=None, client_id=None,
+                 keepalive=20, tls=None, on_cases=None, max_inflight=1000, reconnect_min=0.5, reconnect_max=30):
+        self.hub = hub
+        self.hall = hall
+        self.host = host
+        self.port = port
+        self.keepalive = keepalive
+        self.on_cases = on_cases
+        self.client_id = client_id or "@bridge-%s" % hall
+        self._prefix = "%s/%s/dev/" % (topics.ROOT, hall)
+        self._cases_topic = topics.cases(hall)
+        self.connected = threading.Event()
+        self.stats = {"up": 0, "state": 0, "cases": 0, "sent": 0, "send_dropped": 0, "mismatch": 0,
+                      "connects": 0, "disconnects": 0, "ignored": 0}
+        self._stopping = False
+        self._started = False
+        self._last_disconnect_log = 0.0
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        if username is not None:
+            c.username_pw_set(username, password)
+        if tls is not None:
+            c.tls_set(**tls)
+        c.max_inflight_messages_set(max_inflight)
+        c.max_queued_messages_set(0)  # unbounded while connected; bounded in practice by max_inflight
+        c.reconnect_delay_set(reconnect_min, reconnect_max)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.enable_logger(logging.getLogger("pingjia.bridge.mqtt.paho"))
+        self.client = c
+
+    # lifecycle -------------------------------------------------------------
+    def start(self, wait=None):
+        """Connect in the background (paho keeps retrying); `wait` seconds to block for the first connect."""
+        self._stopping = False
+        self.client.connect_async(self.host, self.port, self.keepalive)
+        self.client.loop_start()
+        self._started = True
+        if wait:
+            if not self.connected.wait(wait):
+                log.warning("MQTT broker %s:%d not reachable yet; retrying in the background", self.host, self.port)
+        return self
+
+    def stop(self):
+        """Disconnect cleanly (the session stays on the broker) and stop paho's thread."""
+        if not self._started:
+            return
+        self._stopping = True
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.client.loop_stop()
+        self._started = False
+        self.connected.clear()
+
+    # Link ------------------------------------------------------------------
+    def send(self, device_id, raw):
+        """Publish a command/ACK to the keypad's down topic (QoS 1). Thread-safe.
+
+        While the broker is away paho refuses it; the keypad retransmits the
+        event and gets a fresh ACK, so a dropped ACK is counted, not lost data."""
+        try:
+            info = self.client.publish(self._prefix + device_id + "/down", raw, qos=1)
+        except Exception as e:  # noqa: BLE001
+            self.stats["send_dropped"] += 1
+            log.debug("send to %s dropped: %s", device_id, e)
+            return False
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self.stats["sent"] += 1
+            return True
+        self.stats["send_dropped"] += 1
+        return False
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Publish on another hall topic (e.g. topics.unrated for the SMS gateway)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    # paho callbacks (network thread) ---------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("MQTT broker %s:%d refused the bridge: %s", self.host, self.port, reason_code)
+            return
+        self.stats["connects"] += 1
+        subs = [(self._prefix + "+/up", 1), (self._prefix + "+/state", 1)]
+        if self.on_cases is not None:
+            subs.append((self._cases_topic, 1))
+        client.subscribe(subs)
+        log.info("MQTT connected to %s:%d as %s (session present: %s)", self.host, self.port, self.client_id,
+                 bool(flags.session_present))
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if self._stopping:
+            log.info("MQTT disconnected from %s:%d", self.host, self.port)
+            return
+        self.stats["disconnects"] += 1
+        now = time.monotonic()
+        if now - self._last_disconnect_log > 10:  # one line per outage, not one per retry
+            self._last_disconnect_log = now
+            log.warning("MQTT connection to %s:%d lost (%s); reconnecting with backoff", self.host, self.port, reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            topic = msg.topic
+            if topic.startswith(self._prefix):
+                rest = topic[len(self._prefix):]
+                i = rest.find("/")
+                dev, leaf = rest[:i], rest[i + 1:]
+                if leaf == "up":
+                    raw = msg.payload
+                    # the ACL already binds a keypad to its own topic; a message
+                    # naming another device on it is counted and dropped
+                    if len(raw) < 5 or raw[4:4 + raw[3]] != dev.encode():
+                        self.stats["mismatch"] += 1
+                        log.info("dropped a message on %s whose device id does not match its topic", topic)
+                        return
+                    self.stats["up"] += 1
+                    self.hub.submit(raw, self)
+                    return
+                if leaf == "state":
+                    p = bytes(msg.payload).strip().lower()
+                    if p in (topics.ONLINE, topics.OFFLINE):
+                        self.stats["state"] += 1
+                        self.hub.link_state(dev, p == topics.ONLINE, self)
+                    else:
+                        self.stats["ignored"] += 1  # a cleared retained state
+                    return
+            elif topic == self._cases_topic and self.on_cases is not None:
+                self.stats["cases"] += 1
+                self.on_cases(msg.payload)
+                return
+            self.stats["ignored"] += 1
+        except Exception:  # noqa: BLE001 - one bad message must not stop paho's loop
+            log.exception("MQTT message on %s not handled", getattr(msg, "topic", "?"))
