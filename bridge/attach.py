@@ -1,0 +1,137 @@
+# pingjia.bridge.attach: store one verified journaled event exactly once and attach it to its case.
+#
+# Runs in the hub's writer thread inside the batch transaction. Rules (DESIGN.md
+# "Case attach"), independent of arrival order:
+# - RATING with a case token: the counted press of a prompt is the latest press
+#   (highest `nth`) among those within the grace (dt_ms <= grace); an earlier one
+#   becomes 'replaced', presses after the grace are 'audit'. A press must fall in
+#   the prompt window (finished_at .. prompt_until + slack, by pressed_at): a case
+#   already marked unrated still takes a rating pressed in time that arrived late
+#   (keypad offline); the pending 'unrated' outbox record is then 'superseded'.
+# - REASON attaches its codes to the counted rating it names (ref_seq); one that
+#   arrives before its rating waits as 'orphan' and is attached when it lands.
+# - UNSOLICITED: stored for audit, never counted. Unknown token: 'orphan'.
+# Replay check: the digest covers the event's meaning (type, seq, payload
+# without age_ms, which the keypad recomputes on every retransmission, and
+# without boot): same (device_id, seq) + same digest = duplicate, else replay.
+import hashlib
+
+from ..protocol import messages as m
+from .cases import _outbox, get
+from .store import audit, row
+
+TIME_FLOOR = 1704067200.0  # 2024-01-01 UTC: no pressed_at before this (a keypad's age can't go back further)
+SLACK_S = 2.0  # tolerance on prompt-window edges for age rounding and link delay
+
+
+def digest(msg):
+    f = msg.fields()
+    f.pop("age_ms", None)
+    body = "%d|%d|%s" % (msg.type, msg.seq, "|".join("%s=%s" % (k, f[k]) for k in sorted(f)))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def pressed_at(received_at, age_ms):
+    """(pressed_at, clamped?)"""
+    t = received_at - age_ms / 1000.0
+    if t < TIME_FLOOR:
+        return TIME_FLOOR, True
+    return t, False
+
+
+def apply(conn, msg, via, received_at, rules, now):
+    """Store a journaled event. Returns (outcome, effects); outcome is
+    'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing)."""
+    dig = digest(msg)
+    old = conn.execute("SELECT digest FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.seq)).fetchone()
+    if old is not None:
+        return ("duplicate" if old[0] == dig else "replay"), []
+    at, clamped = pressed_at(received_at, msg.age_ms)
+    if clamped:
+        audit(conn, now, msg.device_id, "event.time-clamped", "seq %d" % msg.seq,
+              "received_at %.3f age_ms %d gave a time before the floor" % (received_at, msg.age_ms))
+    kind = m.SCHEMA[msg.type][0]
+    conn.execute(
+        """INSERT INTO events (device_id, seq, boot, kind, stars, token, ref_seq, codes, age_ms, nth, dt_ms,
+           digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,'audit')""",
+        (msg.device_id, msg.seq, msg.boot, kind, getattr(msg, "stars", None), getattr(msg, "token", None),
+         getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
+         msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at))
+    effects = []
+    if msg.type == m.RATING:
+        case_id, disp, effects = _rating(conn, msg, at, rules, now)
+    elif msg.type == m.REASON:
+        case_id, disp = _reason(conn, msg, at, rules, now)
+    else:
+        case_id, disp = None, "unsolicited"
+    conn.execute("UPDATE events SET case_id = ?, disposition = ? WHERE device_id = ? AND seq = ?",
+                 (case_id, disp, msg.device_id, msg.seq))
+    return "stored", effects
+
+
+def _rating(conn, msg, at, rules, now):
+    c = row(conn, "SELECT * FROM cases WHERE token = ?", (msg.token,))
+    if c is None:
+        audit(conn, now, msg.device_id, "rating.orphan", "seq %d" % msg.seq, "unknown token %s" % msg.token)
+        return None, "orphan", []
+    cid = c["case_id"]
+    if c["state"] not in ("prompted", "rated", "unrated") or c["finished_at"] is None:
+        return cid, "audit", []
+    in_window = c["finished_at"] - SLACK_S <= at <= (c["prompt_until"] or 0) + rules.expire_slack_s + SLACK_S
+    within_grace = msg.dt_ms <= rules.grace_s * 1000
+    r = row(conn, "SELECT * FROM ratings WHERE case_id = ? AND assess_number = 1", (cid,))
+    if r is None:
+        if not (in_window and within_grace):
+            return cid, "audit", []
+        conn.execute("""INSERT INTO ratings (case_id, assess_number, stars, device_id, seq, pressed_at, updated_at)
+                        VALUES (?,1,?,?,?,?,?)""", (cid, msg.stars, msg.device_id, msg.seq, at, now))
+        was = c["state"]
+        conn.execute("UPDATE cases SET state = 'rated', closed_at = ? WHERE case_id = ?", (now, cid))
+        if was == "unrated":
+            conn.execute("UPDATE outbox SET state = 'superseded', last_error = 'rating arrived late' "
+                         "WHERE idem_key = ? AND state = 'pending'", ("unrated:%s" % c["project_no"],))
+            audit(conn, now, msg.device_id, "case.rated-late", c["project_no"], "seq %d pressed in time, arrived late" % msg.seq)
+        due = max(now, at + rules.grace_s + rules.reason_window_s + rules.settle_s)
+        _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
+        _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
+        return cid, "counted", [("rated", get(conn, c["project_no"]))]
+    if not within_grace or msg.stars == r["stars"]:
+        return cid, "audit", []
+    cur = conn.execute("SELECT nth FROM events WHERE device_id = ? AND seq = ?", (r["device_id"], r["seq"])).fetchone()
+    if r["device_id"] != msg.device_id or cur is None or msg.nth <= (cur[0] or 0):
+        return cid, "replaced", []  # an earlier press of the same prompt that arrived after its correction
+    conn.execute("UPDATE events SET disposition = 'replaced' WHERE device_id = ? AND seq = ?", (r["device_id"], r["seq"]))
+    conn.execute("UPDATE ratings SET stars = ?, seq = ?, pressed_at = ?, updated_at = ?, reasons = '' "
+                 "WHERE case_id = ? AND assess_number = 1", (msg.stars, msg.seq, at, now, cid))
+    audit(conn, now, msg.device_id, "rating.replaced", c["project_no"], "%d -> %d stars within grace" % (r["stars"], msg.stars))
+    _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
+    return cid, "counted", [("rated", get(conn, c["project_no"]))]
+
+
+def _reason(conn, msg, at, rules, now):
+    ev = row(conn, "SELECT case_id, pressed_at FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.ref_seq))
+    if ev is None:
+        return None, "orphan"  # its rating has not arrived yet; _adopt_reasons picks it up
+    r = row(conn, "SELECT case_id, reasons FROM ratings WHERE device_id = ? AND seq = ?", (msg.device_id, msg.ref_seq))
+    if r is None or at - ev["pressed_at"] > rules.reason_window_s + SLACK_S:
+        return ev["case_id"], "audit"
+    _add_codes(conn, r["case_id"], r["reasons"], msg.codes, now)
+    return r["case_id"], "counted"
+
+
+def _add_codes(conn, case_id, have, codes, now):
+    merged = [c for c in have.split(",") if c] if have else []
+    for c in codes:
+        if str(c) not in merged:
+            merged.append(str(c))
+    conn.execute("UPDATE ratings SET reasons = ?, updated_at = ? WHERE case_id = ? AND assess_number = 1",
+                 (",".join(merged), now, case_id))
+
+
+def _adopt_reasons(conn, device_id, seq, case_id, now):
+    for ev_seq, codes in conn.execute("SELECT seq, codes FROM events WHERE device_id = ? AND kind = 'reason' AND ref_seq = ? "
+                                      "AND disposition = 'orphan'", (device_id, seq)).fetchall():
+        have = conn.execute("SELECT reasons FROM ratings WHERE case_id = ? AND assess_number = 1", (case_id,)).fetchone()[0]
+        _add_codes(conn, case_id, have, [int(c) for c in (codes or "").split(",") if c], now)
+        conn.execute("UPDATE events SET case_id = ?, disposition = 'counted' WHERE device_id = ? AND seq = ?",
+                     (case_id, device_id, ev_seq))

@@ -1,0 +1,238 @@
+# pingjia.bridge.hub: verify, dedup, attach, group-commit, then ACK.
+#
+# Transports call `submit(raw, link)` from any thread. The caller's thread
+# peeks, finds the key, checks the MAC and decodes; everything that touches the
+# database goes through one queue to the writer thread (bridge/writer.py),
+# which commits in batches and sends ACKs only after its COMMIT succeeded.
+# Case operations (`open_case`, `finish_case`, ...) and `command` run as jobs
+# on the same thread, so all writes are serialised and a prompt is sent only
+# after the case change is committed. Contract: docs/ARCHITECTURE.md.
+import logging
+import queue
+import threading
+import time
+
+from ..protocol import messages as m
+from ..protocol.auth import Signer
+from ..protocol.errors import ProtocolError
+from . import cases, devices
+from .writer import Writer
+
+log = logging.getLogger("pingjia.bridge.hub")
+
+KEY_RELOAD_S = 5.0  # rotate-key/retire done by the CLI reach a running hub within this
+TICK_S = 1.0
+
+
+class Hub:
+    def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=500,
+                 reject_log_interval_s=300.0, max_queue=100000):
+        self.store = store
+        self.rules = rules or cases.Rules()
+        self.hall = hall
+        self.clock = clock
+        self.on_rated = []  # callables(case_dict): after the commit that counted or replaced a rating
+        self.on_unrated = []  # callables(case_dict): after a case was committed as unrated (SMS invitation)
+        self.max_queue = max_queue
+        self._q = queue.Queue()
+        self._signers = {}
+        self._boot = {}  # device_id -> latest boot seen (commands carry it)
+        self._links = {}  # device_id -> link it last spoke on
+        self._keys_loaded = 0.0
+        self._keys_lock = threading.Lock()
+        self._stopping = False
+        self._stop_timer = threading.Event()
+        self._timer = None
+        self.writer = Writer(self, batch_max=batch_max, reject_log_interval_s=reject_log_interval_s)
+        self.counters = {"received": 0, "rejected": 0, "overload": 0, "stopping": 0}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, timer=True):
+        self.reload_keys()
+        self.writer.start()
+        if timer:
+            self._timer = threading.Thread(target=self._tick_loop, name="hub-timer", daemon=True)
+            self._timer.start()
+        return self
+
+    def stop_intake(self):
+        """Refuse new messages (counted as 'stopping'; keypads keep them and retransmit)."""
+        self._stopping = True
+
+    def stop(self, timeout=10.0):
+        """Stop intake, commit and ACK what is queued, stop the writer. True when all was flushed."""
+        self.stop_intake()
+        self._stop_timer.set()
+        if self._timer:
+            self._timer.join(timeout=2)
+        return self.writer.stop(timeout)
+
+    def healthy(self, max_age_s=10.0):
+        """For the systemd watchdog: the writer thread is alive and looping."""
+        return self.writer.alive(max_age_s)
+
+    def _tick_loop(self):
+        last_keys = time.monotonic()
+        while not self._stop_timer.wait(TICK_S):
+            try:
+                self.tick()
+                if time.monotonic() - last_keys > KEY_RELOAD_S:
+                    self.reload_keys()
+                    last_keys = time.monotonic()
+            except Exception as e:  # keep ticking; the writer logs commit errors itself
+                log.debug("tick failed error=%r", e)
+
+    # -- keys -------------------------------------------------------------------------------------
+    def reload_keys(self):
+        conn = self.store.connect()
+        try:
+            keys = devices.keys(conn)
+            boots = dict(conn.execute("SELECT device_id, boot FROM devices WHERE boot IS NOT NULL").fetchall())
+        finally:
+            conn.close()
+        with self._keys_lock:
+            self._signers = {d: Signer(k) for d, k in keys.items()}
+            for d, b in boots.items():
+                if b is not None and b > self._boot.get(d, -1):
+                    self._boot[d] = b
+            self._keys_loaded = time.monotonic()
+
+    def _signer(self, device_id):
+        s = self._signers.get(device_id)
+        if s is None and time.monotonic() - self._keys_loaded > 1.0:  # maybe added since: look once a second at most
+            try:
+                self.reload_keys()
+            except Exception as e:
+                log.debug("key reload failed error=%r", e)
+            s = self._signers.get(device_id)
+        return s
+
+    def signer(self, device_id):
+        return self._signers.get(device_id)
+
+    # -- transport side ---------------------------------------------------------------------------
+    def submit(self, raw, link):
+        """Verify one raw message from `link` and queue it. Returns False when it was rejected or refused."""
+        now = self.clock()
+        self.counters["received"] += 1
+        if self._stopping:
+            self.counters["stopping"] += 1
+            return False
+        if self._q.qsize() >= self.max_queue:
+            self.counters["overload"] += 1
+            self._put(("reject", None, "overload", "queue full (%d)" % self.max_queue, link, now))
+            return False
+        dev = None
+        try:
+            _ver, mtype, dev = m.peek(raw)
+            if m.is_command(mtype):
+                raise ProtocolError("type", "a keypad sent a bridge command (0x%02x)" % mtype)
+            signer = self._signer(dev)
+            if signer is None:
+                raise ProtocolError("device", "unknown or retired device %s" % dev)
+            msg = m.decode(raw, signer)
+        except ProtocolError as e:
+            self.counters["rejected"] += 1
+            self._put(("reject", dev, e.code, e.detail, link, now))
+            return False
+        if msg.boot > self._boot.get(dev, -1):
+            self._boot[dev] = msg.boot
+        self._links[dev] = link
+        self._put(("msg", msg, link, now))
+        return True
+
+    def reject(self, device_id, code, detail, link):
+        """A transport-level rejection (a bad frame: crc, oversize, truncated): counted and logged like the hub's own."""
+        self.counters["rejected"] += 1
+        self._put(("reject", device_id, code, detail, link, self.clock()))
+
+    def device_text(self, link, device_id, line):
+        """Text a keypad printed outside frames (a traceback): kept as device log, never parsed."""
+        if isinstance(line, (bytes, bytearray)):
+            line = bytes(line).decode("utf-8", "replace")
+        self._put(("text", device_id, getattr(link, "name", str(link)), line, self.clock()))
+
+    def link_state(self, device_id, online, link):
+        """A transport learnt that a keypad went online/offline (MQTT retained state, port gone)."""
+        if online and link is not None:
+            self._links[device_id] = link
+        self._put(("link", device_id, bool(online), link, self.clock()))
+
+    def _put(self, item):
+        self._q.put(item)
+
+    # -- commands and jobs ------------------------------------------------------------------------
+    def call(self, fn, timeout=30.0, transaction=True):
+        """Run fn(conn, now) -> (result, effects) on the writer thread in one transaction; effects
+        (commands, hooks) are done after COMMIT. Returns result or raises fn's/SQLite's error."""
+        return self.writer.job(fn, timeout, transaction)
+
+    def command(self, device_id, mtype, **fields):
+        """Sign and send a command (PROMPT, CANCEL, IDENTIFY, ...) on the link the keypad last spoke on.
+        The per-device command counter is persisted first. Returns True when handed to a link."""
+        sent = self.call(lambda conn, now: (None, [("command", device_id, mtype, fields)]))
+        return sent
+
+    def send_command(self, device_id, mtype, seq, fields):
+        """Encode and send (writer thread, after commit). False when the keypad has no link or key."""
+        signer, link = self._signers.get(device_id), self._links.get(device_id)
+        if signer is None or link is None:
+            log.info("command not sent device=%s type=%s reason=%s", device_id, m.SCHEMA[mtype][0],
+                     "no key" if signer is None else "no link yet")
+            return False
+        raw = m.encode(m.Message(mtype, device_id, self._boot.get(device_id, 0), seq, **fields), signer)
+        return self._send(link, device_id, raw)
+
+    def send_ack(self, device_id, link, seqs, cmd_seq=0):
+        signer = self._signers.get(device_id)
+        if signer is None:
+            return False
+        ok = True
+        seqs = sorted(set(seqs))
+        for i in range(0, len(seqs), 255):
+            raw = m.encode(m.Message(m.ACK, device_id, self._boot.get(device_id, 0), cmd_seq, upto=0,
+                                     seqs=tuple(seqs[i:i + 255])), signer)
+            ok = self._send(link, device_id, raw) and ok
+        return ok
+
+    def _send(self, link, device_id, raw):
+        try:
+            link.send(device_id, raw)
+            return True
+        except Exception as e:  # a link may be down; the keypad retransmits / the case can be finished again
+            log.info("send failed device=%s link=%s error=%r", device_id, getattr(link, "name", "?"), e)
+            return False
+
+    # -- cases ------------------------------------------------------------------------------------
+    def open_case(self, data, actor="case-api"):
+        return self.call(lambda conn, now: cases.open_case(conn, data, now, actor))
+
+    def finish_case(self, project_no, actor="case-api"):
+        return self.call(lambda conn, now: cases.finish(conn, project_no, self.rules, now, actor))
+
+    def cancel_case(self, project_no, actor="case-api"):
+        return self.call(lambda conn, now: cases.cancel(conn, project_no, now, actor))
+
+    def get_case(self, project_no):
+        conn = self.store.connect()
+        try:
+            return cases.get(conn, project_no)
+        finally:
+            conn.close()
+
+    def tick(self, now=None):
+        """Expire prompts whose time is up (bridge clock). Tests pass `now`."""
+        return self.call(lambda conn, t: (None, cases.expire(conn, self.rules, t if now is None else now)))
+
+    def stats(self):
+        s = dict(self.counters)
+        s.update(self.writer.stats())
+        s["queue"] = self._q.qsize()
+        return s
+
+    def run_hooks(self, kind, case):
+        for fn in list(self.on_rated if kind == "rated" else self.on_unrated):
+            try:
+                fn(case)
+            except Exception:
+                log.exception("hook failed kind=%s case=%s", kind, case.get("project_no"))

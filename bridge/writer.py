@@ -1,0 +1,274 @@
+# pingjia.bridge.writer: the hub's single writer thread: group commit, then ACK.
+#
+# Drains the hub's queue into a batch (up to batch_max items, whatever is
+# waiting: no added latency when idle, large batches under load), applies the
+# batch in ONE transaction (a SAVEPOINT per item isolates a bad item), COMMITs,
+# and only then sends ACKs and commands and runs hooks. When the COMMIT fails
+# for a transient reason (database locked, disk or DB full, I/O) nothing is
+# ACKed: the batch is kept and retried with backoff, the error logged once,
+# recovery logged once. Jobs (case operations, commands) run between batches,
+# each in its own transaction, with their result or error handed back.
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+
+from ..protocol import messages as m
+from . import attach, cases
+from .store import audit, is_transient
+
+log = logging.getLogger("pingjia.bridge.hub")
+
+RETRY_MIN_S, RETRY_MAX_S = 0.05, 2.0
+_STOP = ("stop",)
+
+
+class Writer:
+    def __init__(self, hub, batch_max=500, reject_log_interval_s=300.0):
+        self.hub = hub
+        self.batch_max = batch_max
+        self.reject_log_interval_s = reject_log_interval_s
+        self.conn = None
+        self._thread = None
+        self._beat = time.monotonic()
+        self._pending = []  # items of a batch whose commit failed
+        self._failing = None  # the error message while commits fail
+        self._reject_log = {}  # (device, reason) -> [last logged at, suppressed since]
+        self._stopped = threading.Event()
+        self.counters = {"stored": 0, "duplicates": 0, "replays": 0, "acks": 0, "batches": 0,
+                         "commit_failures": 0, "max_batch": 0}
+
+    def start(self):
+        self.conn = self.hub.store.connect()
+        self._thread = threading.Thread(target=self._run, name="hub-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout):
+        self.hub._q.put(_STOP)
+        self._thread.join(timeout)
+        flushed = not self._thread.is_alive() and not self._pending
+        if not flushed:
+            log.error("stopped with uncommitted messages pending=%d (keypads keep them and retransmit)", len(self._pending))
+        return flushed
+
+    def alive(self, max_age_s):
+        return self._thread is not None and self._thread.is_alive() and time.monotonic() - self._beat < max_age_s
+
+    def stats(self):
+        s = dict(self.counters)
+        s["pending_commit"] = len(self._pending)
+        s["commit_error"] = self._failing
+        return s
+
+    def job(self, fn, timeout, transaction):
+        fut = concurrent.futures.Future()
+        self.hub._q.put(("job", fn, fut, transaction))
+        return fut.result(timeout)
+
+    # -- loop -------------------------------------------------------------------------------------
+    def _run(self):
+        delay, stopping = RETRY_MIN_S, False
+        try:
+            while True:
+                self._beat = time.monotonic()
+                wait = delay if self._pending else 1.0
+                batch, stopping = self._collect(wait, stopping)
+                if not batch:
+                    if stopping:
+                        return
+                    continue
+                if self._commit(batch):
+                    delay = RETRY_MIN_S
+                else:
+                    self._pending = batch
+                    if stopping:
+                        return  # give up: nothing was ACKed, keypads retransmit after restart
+                    delay = min(RETRY_MAX_S, delay * 2)
+        finally:
+            self._stopped.set()
+            self.conn.close()
+
+    def _collect(self, wait, stopping):
+        batch, self._pending = self._pending, []
+        q = self.hub._q
+        if batch and not stopping:
+            time.sleep(wait)  # back off before retrying a failed commit
+        try:
+            item = q.get_nowait() if batch or stopping else q.get(timeout=wait)
+        except queue.Empty:
+            return batch, stopping
+        while True:
+            if item is _STOP:
+                stopping = True
+            elif item[0] == "job":
+                self._job(*item[1:])
+            else:
+                batch.append(item)
+            if len(batch) >= self.batch_max:
+                break
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+        return batch, stopping
+
+    def _job(self, fn, fut, transaction):
+        if not fut.set_running_or_notify_cancel():
+            return
+        now = self.hub.clock()
+        try:
+            if transaction:
+                self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result, effects = fn(self.conn, now)
+                sends = self._prepare(effects)
+                if transaction:
+                    self.conn.execute("COMMIT")
+            except BaseException:
+                if transaction and self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except Exception as e:
+            fut.set_exception(e)
+            return
+        ok = self._effects(sends, effects)
+        fut.set_result(ok if result is None else result)
+
+    def _prepare(self, effects):
+        """Inside the transaction: take a persisted command counter for each command to send."""
+        out = []
+        for eff in effects:
+            if eff[0] == "command":
+                _, dev, mtype, fields = eff
+                r = self.conn.execute("UPDATE devices SET cmd_seq = cmd_seq + 1 WHERE device_id = ? RETURNING cmd_seq",
+                                      (dev,)).fetchone()
+                out.append((dev, mtype, r[0] if r else 0, fields))
+        return out
+
+    def _effects(self, sends, effects):
+        ok = True
+        for dev, mtype, seq, fields in sends:
+            ok = self.hub.send_command(dev, mtype, seq, fields) and ok
+        for eff in effects:
+            if eff[0] in ("rated", "unrated"):
+                self.hub.run_hooks(eff[0], eff[1])
+        return ok
+
+    # -- one batch --------------------------------------------------------------------------------
+    def _commit(self, batch):
+        acks, effects, seen = {}, [], {}
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for i, item in enumerate(batch):
+                self.conn.execute("SAVEPOINT item")
+                try:
+                    self._apply(item, acks, effects, seen)
+                    self.conn.execute("RELEASE item")
+                except Exception as e:
+                    if is_transient(e):
+                        raise
+                    self.conn.execute("ROLLBACK TO item")
+                    self.conn.execute("RELEASE item")
+                    log.error("message not stored (bug?) item=%s error=%r", item[0], e)
+            for dev, (at, via) in seen.items():
+                self.conn.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?), online = 1 WHERE device_id = ?",
+                                  (at, dev))
+            sends = self._prepare(effects)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self.counters["commit_failures"] += 1
+            msg = str(e)
+            if self._failing is None:
+                log.error("commit failed, nothing ACKed, will retry error=%r items=%d db=%s",
+                          msg, len(batch), self.hub.store.path)
+            self._failing = msg
+            if not is_transient(e):
+                log.error("non-transient database error error=%r", msg)
+            return False
+        if self._failing is not None:
+            log.info("commit recovered after_error=%r items=%d", self._failing, len(batch))
+            self._failing = None
+        self.counters["batches"] += 1
+        self.counters["max_batch"] = max(self.counters["max_batch"], len(batch))
+        for (dev, link), seqs in acks.items():
+            if self.hub.send_ack(dev, link, seqs):
+                self.counters["acks"] += 1
+        self._effects(sends, effects)
+        return True
+
+    def _apply(self, item, acks, effects, seen):
+        kind = item[0]
+        if kind == "msg":
+            _, msg, link, at = item
+            seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
+            if msg.type in m.JOURNALED:
+                outcome, eff = attach.apply(self.conn, msg, getattr(link, "name", "?"), at, self.hub.rules, self.hub.clock())
+                if outcome == "replay":
+                    self.counters["replays"] += 1
+                    self._reject(msg.device_id, "replay", "seq %d seen with other content" % msg.seq, link, at)
+                    return
+                self.counters["stored" if outcome == "stored" else "duplicates"] += 1
+                acks.setdefault((msg.device_id, link), []).append(msg.seq)
+                effects.extend(eff)
+            elif msg.type == m.HELLO:
+                self._hello(msg, link, at, effects)
+            elif msg.type == m.STATUS:
+                self.conn.execute(
+                    """UPDATE devices SET uptime_s=?, journal_depth=?, journal_cap=?, free_heap=?, rssi=?, status_flags=?,
+                       last_error=?, boot=? WHERE device_id=? AND (boot IS NULL OR boot < ? OR (boot = ? AND coalesce(uptime_s, 0) <= ?))""",
+                    (msg.uptime_s, msg.journal_depth, msg.journal_cap, msg.free_heap, msg.rssi, msg.flags, msg.last_error,
+                     msg.boot, msg.device_id, msg.boot, msg.boot, msg.uptime_s))
+            elif msg.type == m.LOG:
+                self.conn.execute("INSERT INTO device_log (device_id, port, at, line) VALUES (?,?,?,?)",
+                                  (msg.device_id, getattr(link, "name", ""), at, "[%d] %s" % (msg.level, msg.text)))
+        elif kind == "text":
+            _, dev, port, line, at = item
+            self.conn.execute("INSERT INTO device_log (device_id, port, at, line) VALUES (?,?,?,?)", (dev, port, at, line[:1000]))
+        elif kind == "link":
+            _, dev, online, link, at = item
+            self.conn.execute("UPDATE devices SET online = ?, last_seen = CASE WHEN ? THEN ? ELSE last_seen END WHERE device_id = ?",
+                              (int(online), int(online), at, dev))
+            log.info("keypad %s device=%s link=%s", "online" if online else "offline", dev, getattr(link, "name", ""))
+        elif kind == "reject":
+            _, dev, code, detail, link, at = item
+            self._reject(dev, code, detail, link, at)
+
+    def _hello(self, msg, link, at, effects):
+        old = self.conn.execute("SELECT boot FROM devices WHERE device_id = ?", (msg.device_id,)).fetchone()
+        if old is not None and old[0] is not None and msg.boot < old[0]:
+            return  # a stale HELLO from an earlier boot, delivered late
+        self.conn.execute("UPDATE devices SET fw_version=?, board=?, boot=?, uptime_s=CASE WHEN boot IS ? THEN uptime_s ELSE 0 END, "
+                          "transport=? WHERE device_id=?",
+                          (msg.fw, msg.board, msg.boot, msg.boot, "mqtt" if getattr(link, "name", "").startswith("mqtt") else "serial",
+                           msg.device_id))
+        log.info("keypad hello device=%s fw=%s board=%s boot=%d link=%s", msg.device_id, msg.fw, msg.board, msg.boot,
+                 getattr(link, "name", ""))
+        if old is None or old[0] != msg.boot:  # rebooted: prompts it had open are gone, send them again
+            for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
+                effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))
+
+    def _reject(self, dev, code, detail, link, at):
+        """Count per device, audit and log once per (device, reason) per interval."""
+        port = getattr(link, "name", "")
+        if dev is not None:
+            self.conn.execute("UPDATE devices SET rejects = rejects + 1, last_reject = ?, last_reject_at = ? WHERE device_id = ?",
+                              ("%s: %s" % (code, detail), at, dev))
+        key = (dev or port, code)
+        ent = self._reject_log.get(key)
+        if ent is not None and at - ent[0] < self.reject_log_interval_s:
+            ent[1] += 1
+            return
+        more = ent[1] if ent else 0
+        if len(self._reject_log) > 10000:
+            self._reject_log.clear()
+        self._reject_log[key] = [at, 0]
+        audit(self.conn, at, dev or port or "?", "reject." + code, dev or "", "%s (link %s; %d more since last report)" % (detail, port, more))
+        log.warning("rejected device=%s reason=%s link=%s detail=%r suppressed_since_last=%d (logged once per %ds)",
+                    dev or "-", code, port, detail, more, self.reject_log_interval_s)
