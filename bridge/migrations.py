@@ -141,4 +141,21 @@ CREATE TABLE followup_steps (
 );
 """,
     ),
+    (
+        "0002_unrated_notices",
+        """
+CREATE TABLE unrated_notices (             -- unrated-case events for the SMS invitation gateway (bridge/unrated.py)
+    case_id     INTEGER PRIMARY KEY REFERENCES cases(case_id),
+    payload     TEXT NOT NULL,             -- the event JSON, as published
+    created_at  REAL NOT NULL,
+    mqtt_at     REAL,                      -- published on topics.unrated(hall) (QoS 1 acknowledged)
+    webhook_at  REAL,                      -- POSTed to the webhook (2xx)
+    withdrawn_at REAL,                     -- the case got a rating before delivery: not sent
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try_at REAL NOT NULL,
+    last_error  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX unrated_notices_due ON unrated_notices(next_try_at);
+""",
+    ),
 ]
