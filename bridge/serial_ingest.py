@@ -239,7 +239,11 @@ class SerialLink:
             else:
                 self.stats["errors"] += 1
                 self.last_error = str(value)
-                log.debug("%s: %s", self.path, value)
+                reject = getattr(hub, "reject", None)  # counted and logged once per reason by the hub
+                if reject is not None:
+                    self._call(reject, self.device_id, value.code, value.detail, self)
+                else:
+                    log.debug("%s: %s", self.path, value)
 
     def _call(self, fn, *args):
         try:

@@ -81,6 +81,10 @@ class RecordingHub:
         ack = messages.encode(messages.Message(messages.ACK, m.device_id, m.boot, n, upto=0, seqs=[m.seq]), self.keys[m.device_id])
         link.send(m.device_id, ack)
 
+    def reject(self, device_id, code, detail, link):
+        with self.lock:
+            self.rejected.append((device_id, code))
+
     def device_text(self, link, device_id, line):
         with self.lock:
             self.texts.append((link.name, device_id, line))
@@ -93,6 +97,42 @@ class RecordingHub:
 @pytest.fixture
 def rhub(keys):
     return RecordingHub(keys)
+
+
+@pytest.fixture
+def bstore(tmp_path, keys):
+    """The bridge's real SQLite store with `keys`' keypads registered, KP-0001 bound to window W01."""
+    from pingjia.bridge import devices
+    from pingjia.bridge.store import Store
+
+    s = Store(tmp_path / "bridge.db")
+    s.migrate()
+    conn = s.connect()
+    try:
+        devices.add_window(conn, "W01", name="1号窗口", dept_name="政务服务中心")
+        for i, (d, k) in enumerate(sorted(keys.items())):
+            devices.add(conn, d, key=k, window_id="W01" if i == 0 else None, transport="mqtt")
+    finally:
+        conn.close()
+    return s
+
+
+@pytest.fixture
+def hub(bstore):
+    """The real bridge core (bridge.hub.Hub) over bstore."""
+    from pingjia.bridge.hub import Hub
+
+    h = Hub(bstore, hall=HALL).start()
+    yield h
+    h.stop()
+
+
+def q(store, sql, params=()):
+    conn = store.connect()
+    try:
+        return [tuple(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
 
 
 class Pty:

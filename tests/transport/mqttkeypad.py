@@ -25,6 +25,7 @@ class Keypad:
         self.sent_at = {}
         self.acked = set()
         self.acks = 0
+        self.commands = []  # decoded non-ACK commands (PROMPT, ...)
         self.next_seq = 1
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -69,6 +70,8 @@ class Keypad:
         except Exception:  # noqa: BLE001 - a keypad ignores what it cannot verify
             return
         if m.type != messages.ACK:
+            with self.lock:
+                self.commands.append(m)
             return
         with self.lock:
             self.acks += 1
@@ -78,13 +81,16 @@ class Keypad:
                 self.sent_at.pop(s, None)
         self._pump()
 
-    def press(self, stars=5):
-        """Journal one unsolicited press; returns its seq."""
+    def press(self, stars=5, token=None):
+        """Journal one press (a rating when a prompt's token is given, else unsolicited); returns its seq."""
         with self.lock:
             seq = self.next_seq
             self.next_seq += 1
-            self.journal[seq] = messages.encode(
-                messages.Message(messages.UNSOLICITED, self.device_id, self.boot, seq, stars=stars, age_ms=0), self.key)
+            if token:
+                msg = messages.Message(messages.RATING, self.device_id, self.boot, seq, stars=stars, age_ms=0, token=token, nth=1)
+            else:
+                msg = messages.Message(messages.UNSOLICITED, self.device_id, self.boot, seq, stars=stars, age_ms=0)
+            self.journal[seq] = messages.encode(msg, self.key)
         self._pump()
         return seq
 
