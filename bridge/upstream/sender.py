@@ -37,7 +37,7 @@ from . import mapping, signing
 log = logging.getLogger("pingjia.upstream")
 
 DEFAULTS = {
-    "enabled": True,
+    "enabled": None,  # default: true when endpoint is set
     "endpoint": "",
     "profile": "zhejiang",
     "sign_alg": "hmac-sha256",
@@ -58,7 +58,10 @@ DEFAULTS = {
     "poll_interval": 1.0,
     "verify_tls": True,
     "ca_file": "",
+    "followup": {},   # [upstream.followup]: bridge/followup.py
+    "unrated": {},    # [upstream.unrated]: bridge/unrated.py
 }
+SUBTABLES = ("followup", "unrated")
 
 _LIVE = weakref.WeakSet()  # running senders, for status()
 
@@ -71,6 +74,11 @@ def _num(cfg, key, errors, lo, hi, integer=False):
         errors.append("[upstream] %s = %s is outside %s..%s" % (key, v, lo, hi))
 
 
+def enabled(cfg):
+    """Upstream sync is on when [upstream] names an endpoint (or says enabled = true)."""
+    return bool(cfg.get("enabled", bool(cfg.get("endpoint"))))
+
+
 def validate(cfg):
     """Errors in an [upstream] config table (empty list = good). For the core's config loader."""
     errors = []
@@ -81,7 +89,11 @@ def validate(cfg):
     for k in cfg:
         if k not in DEFAULTS:
             errors.append("[upstream] unknown key %r (known: %s)" % (k, ", ".join(sorted(DEFAULTS))))
-    if not cfg.get("enabled", True):
+    from .. import followup, unrated
+    for name, mod in (("followup", followup), ("unrated", unrated)):
+        sub = cfg.get(name, {})
+        errors += [e.replace("[%s]" % name, "[upstream.%s]" % name) for e in mod.validate(sub)]
+    if not enabled(cfg):
         return errors
     ep = cfg.get("endpoint", "")
     u = urllib.parse.urlsplit(ep) if isinstance(ep, str) else None
@@ -267,7 +279,7 @@ class Sender:
         errors = validate(cfg)
         if errors:
             raise ValueError("; ".join(errors))
-        self.cfg = dict(DEFAULTS, **cfg)
+        self.cfg = dict(DEFAULTS, **{k: v for k, v in cfg.items() if k not in SUBTABLES})
         self.conn = connect(db)
         self.clock = clock
         self.rng = rng or random.Random()
