@@ -57,7 +57,7 @@ class Store:
         conn.execute("PRAGMA busy_timeout = %d" % int(self.busy_timeout_ms))
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoint, safe on power loss
+            conn.execute("PRAGMA synchronous = FULL")  # WAL + FULL: a COMMIT is on disk before we ACK (one fsync per batch)
         return conn
 
     def db(self, conn=None):

@@ -74,23 +74,23 @@ class Writer:
             while True:
                 self._beat = time.monotonic()
                 wait = delay if self._pending else 1.0
-                batch, stopping = self._collect(wait, stopping)
-                if not batch:
-                    if stopping:
-                        return
-                    continue
-                if self._commit(batch):
-                    delay = RETRY_MIN_S
-                else:
-                    self._pending = batch
-                    if stopping:
-                        return  # give up: nothing was ACKed, keypads retransmit after restart
-                    delay = min(RETRY_MAX_S, delay * 2)
+                batch, job, stopping = self._collect(wait, stopping)
+                if batch:
+                    if self._commit(batch):
+                        delay = RETRY_MIN_S
+                    else:
+                        self._pending = batch
+                        delay = min(RETRY_MAX_S, delay * 2)
+                if job is not None:  # after the batch queued before it: a job sees every earlier message committed
+                    self._job(*job[1:])
+                if stopping and (self._pending or self.hub._q.empty()):
+                    return  # a failing commit at stop: nothing was ACKed, keypads retransmit after restart
         finally:
             self._stopped.set()
             self.conn.close()
 
     def _collect(self, wait, stopping):
+        """(batch, job or None, stopping): messages up to batch_max, stopping at the first job."""
         batch, self._pending = self._pending, []
         q = self.hub._q
         if batch and not stopping:
@@ -98,12 +98,12 @@ class Writer:
         try:
             item = q.get_nowait() if batch or stopping else q.get(timeout=wait)
         except queue.Empty:
-            return batch, stopping
+            return batch, None, stopping
         while True:
             if item is _STOP:
                 stopping = True
             elif item[0] == "job":
-                self._job(*item[1:])
+                return batch, item, stopping
             else:
                 batch.append(item)
             if len(batch) >= self.batch_max:
@@ -112,7 +112,7 @@ class Writer:
                 item = q.get_nowait()
             except queue.Empty:
                 break
-        return batch, stopping
+        return batch, None, stopping
 
     def _job(self, fn, fut, transaction):
         if not fut.set_running_or_notify_cancel():

@@ -1,0 +1,114 @@
+"""Duplicates, replays, forged MACs, unknown devices: stored once, rejected, counted, logged once."""
+import logging
+
+import pytest
+
+from pingjia.protocol import messages as m
+from tests.bridge.conftest import Keypad, add_keypad, q
+
+
+def _drain(hub):
+    hub.call(lambda conn, now: (None, []))  # a job runs after everything queued before it
+
+
+def test_duplicate_stored_once_acked_twice(hub, link, kp, store):
+    raw = kp.unsolicited(3)
+    hub.submit(raw, link)
+    _drain(hub)
+    hub.submit(raw, link)
+    _drain(hub)
+    # a retransmission recomputes age_ms: different bytes, same event
+    hub.submit(kp.unsolicited(3, age_ms=4000, seq=1), link)
+    _drain(hub)
+    assert q(store, "SELECT count(*) AS n FROM events")[0]["n"] == 1
+    assert link.acked(kp) == [1, 1, 1]
+    assert hub.stats()["duplicates"] == 2
+
+
+@pytest.mark.expect_warnings
+def test_replay_with_other_content_rejected_counted_logged_once(hub, link, kp, store, caplog):
+    hub.submit(kp.unsolicited(3), link)
+    _drain(hub)
+    for stars in (1, 2, 5):
+        hub.submit(kp.unsolicited(stars, seq=1), link)  # same seq, other content, valid MAC
+    _drain(hub)
+    assert q(store, "SELECT stars FROM events") == [{"stars": 3}]
+    assert link.acked(kp) == [1]  # no ACK for the replays
+    d = q(store, "SELECT rejects, last_reject FROM devices WHERE device_id='KP-0001'")[0]
+    assert d["rejects"] == 3 and d["last_reject"].startswith("replay")
+    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warns) == 1 and "reason=replay" in warns[0] and "device=KP-0001" in warns[0]
+    assert len(q(store, "SELECT * FROM audit WHERE action='reject.replay'")) == 1
+
+
+@pytest.mark.expect_warnings
+def test_forged_mac_and_unknown_device_rejected(hub, link, kp, store, caplog):
+    forger = Keypad("KP-0001", bytes(32))  # right id, wrong key
+    stranger = Keypad("KP-9999", bytes(range(32)))
+    for _ in range(3):
+        assert not hub.submit(forger.unsolicited(5), link)
+        assert not hub.submit(stranger.unsolicited(5), link)
+    tampered = bytearray(kp.unsolicited(4))
+    tampered[-20] ^= 1  # inside the payload: MAC no longer matches
+    assert not hub.submit(bytes(tampered), link)
+    assert not hub.submit(b"\x01\x02garbage", link)
+    _drain(hub)
+    assert q(store, "SELECT count(*) AS n FROM events")[0]["n"] == 0
+    assert link.sent == []
+    d = q(store, "SELECT rejects, last_reject FROM devices WHERE device_id='KP-0001'")[0]
+    assert d["rejects"] == 4 and d["last_reject"].startswith("mac")
+    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warns if "device=KP-0001 reason=mac" in w]) == 1
+    assert len([w for w in warns if "device=KP-9999 reason=device" in w]) == 1
+    assert any("reason=truncated" in w for w in warns)
+    assert hub.stats()["rejected"] == 8
+    st = q(store, "SELECT actor, action FROM audit WHERE action LIKE 'reject.%' ORDER BY id")
+    assert {(r["actor"], r["action"]) for r in st} == {("KP-0001", "reject.mac"), ("KP-9999", "reject.device"), ("test", "reject.truncated")}
+
+
+@pytest.mark.expect_warnings
+def test_retired_and_rotated_keys(hub, link, kp, store, caplog):
+    from pingjia.bridge import devices
+
+    conn = store.connect()
+    new = devices.rotate_key(conn, "KP-0001")
+    hub.reload_keys()
+    assert not hub.submit(kp.unsolicited(2), link)  # old key
+    kp2 = Keypad("KP-0001", new)
+    assert hub.submit(kp2.unsolicited(2, seq=7), link)
+    devices.retire(conn, "KP-0001")
+    conn.close()
+    hub.reload_keys()
+    assert not hub.submit(kp2.unsolicited(2, seq=8), link)
+    _drain(hub)
+    assert [r["seq"] for r in q(store, "SELECT seq FROM events")] == [7]
+    assert any("reason=device" in r.getMessage() for r in caplog.records)
+
+
+def test_status_hello_log_text_and_link_state(hub, link, kp, store, clock):
+    hub.submit(kp.hello(fw="1.2.0", board="rp2-pico"), link)
+    hub.submit(kp.status(100, depth=3), link)
+    hub.submit(kp.status(50, depth=9), link)  # stale: lower uptime, same boot
+    hub.submit(m.encode(m.Message(m.LOG, "KP-0001", 1, 0, level=3, text="按键 5 卡住"), kp.key), link)
+    hub.device_text(link, "KP-0001", b"Traceback (most recent call last):")
+    _drain(hub)
+    d = q(store, "SELECT fw_version, board, boot, uptime_s, journal_depth, online, last_seen FROM devices")[0]
+    assert d == {"fw_version": "1.2.0", "board": "rp2-pico", "boot": 1, "uptime_s": 100, "journal_depth": 3,
+                 "online": 1, "last_seen": clock.t}
+    assert [r["line"] for r in q(store, "SELECT line FROM device_log ORDER BY id")] == ["[3] 按键 5 卡住", "Traceback (most recent call last):"]
+    hub.link_state("KP-0001", False, link)
+    _drain(hub)
+    assert q(store, "SELECT online FROM devices")[0]["online"] == 0
+
+
+def test_many_keypads_one_batch(hub, link, store):
+    pads = [add_keypad(store, "KP-%04d" % i) for i in range(1, 41)]
+    hub.reload_keys()
+    hub.call(lambda conn, now: (None, []))
+    for p in pads:
+        for _ in range(5):
+            hub.submit(p.unsolicited(4), link)
+    _drain(hub)
+    assert q(store, "SELECT count(*) AS n FROM events")[0]["n"] == 200
+    assert all(sorted(link.acked(p)) == [1, 2, 3, 4, 5] for p in pads)
+    assert hub.stats()["max_batch"] > 1  # grouped: fewer commits than events
