@@ -1,0 +1,2 @@
+# pingjia.firmware.version: the firmware version sent in HELLO (the flashing tool reads it too).
+VERSION = "1.0.0"
