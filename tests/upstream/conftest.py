@@ -109,3 +109,37 @@ def sender_cfg(url, **kw):
            "breaker_cooldown": 0.2, "poll_interval": 0.05}
     cfg.update(kw)
     return cfg
+
+
+def sync_until(sender, done, timeout=30.0):
+    """Run the sender (real time) until done() is true; fail after timeout."""
+    t0 = time.monotonic()
+    while not done():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("sync did not finish in %.0fs" % timeout)
+        s = sender.run_once()
+        if s.get("wait"):
+            time.sleep(min(s["wait"], 0.05))
+
+
+def seed_ratings(conn, n, prefix="P", windows=3, reasons_for_bad="1"):
+    """n rated cases with stars cycling 5,4,3,2,1 (差评 with a reason)."""
+    for i in range(n):
+        stars = 5 - (i % 5)
+        add_case(conn, "%s%05d" % (prefix, i), "W%02d" % (i % windows + 1), finished_at=T0 + i, stars=stars,
+                 reasons=reasons_for_bad if stars <= 2 else "")
+
+
+def states(conn):
+    return dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+
+
+class Clock:
+    def __init__(self, t=None):
+        self.t = time.time() if t is None else t
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, s):
+        self.t += s
