@@ -24,6 +24,11 @@ KEY_RELOAD_S = 5.0  # rotate-key/retire done by the CLI reach a running hub with
 TICK_S = 1.0
 
 
+def ack_capacity(device_id):
+    """Seqs that fit in one ACK: 512 bytes less envelope (28 + id), upto (4) and the count byte."""
+    return min(255, (m.MAX_MESSAGE - 28 - len(device_id) - 5) // 4)
+
+
 class Hub:
     def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=500,
                  reject_log_interval_s=300.0, max_queue=100000):
@@ -189,9 +194,10 @@ class Hub:
             return False
         ok = True
         seqs = sorted(set(seqs))
-        for i in range(0, len(seqs), 255):
+        per = ack_capacity(device_id)
+        for i in range(0, len(seqs), per):
             raw = m.encode(m.Message(m.ACK, device_id, self._boot.get(device_id, 0), cmd_seq, upto=0,
-                                     seqs=tuple(seqs[i:i + 255])), signer)
+                                     seqs=tuple(seqs[i:i + per])), signer)
             ok = self._send(link, device_id, raw) and ok
         return ok
 

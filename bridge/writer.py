@@ -133,7 +133,11 @@ class Writer:
         except Exception as e:
             fut.set_exception(e)
             return
-        ok = self._effects(sends, effects)
+        try:
+            ok = self._effects(sends, effects)
+        except Exception:
+            log.exception("commands/hooks after a committed job failed")
+            ok = False
         fut.set_result(ok if result is None else result)
 
     def _prepare(self, effects):
@@ -197,10 +201,13 @@ class Writer:
             self._failing = None
         self.counters["batches"] += 1
         self.counters["max_batch"] = max(self.counters["max_batch"], len(batch))
-        for (dev, link), seqs in acks.items():
-            if self.hub.send_ack(dev, link, seqs):
-                self.counters["acks"] += 1
-        self._effects(sends, effects)
+        try:
+            for (dev, link), seqs in acks.items():
+                if self.hub.send_ack(dev, link, seqs):
+                    self.counters["acks"] += 1
+            self._effects(sends, effects)
+        except Exception:  # committed already; a keypad missing an ACK retransmits and is ACKed as a duplicate
+            log.exception("sending ACKs/commands after commit failed")
         return True
 
     def _apply(self, item, acks, effects, seen):

@@ -10,6 +10,7 @@ from pingjia.bridge.store import Store
 from pingjia.protocol import messages as m
 
 T0 = 1795305600.0  # 2026-11-22 00:00 UTC: tests drive the bridge clock
+ROOT_DIR = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 class Link:
