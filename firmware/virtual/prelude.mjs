@@ -6,13 +6,12 @@
 //            WDT(timeout=ms).feed(), and the *_RESET constants
 //   vboard   the board's I/O for firmware/boards/virtual.py: keys(), leds(mask),
 //            beep(freq, ms), read(), write(data), feed_wdt(), kbd_intr(char)
-// and replaces asyncio.run (missing in this port, whose asyncio runs on JS
-// promises) by one that starts the coroutine as the app's task and returns; the
-// worker then awaits that task, and the board is "running the app" until it ends.
+// and gives asyncio the blocking asyncio.run() a board has (missing in this
+// port, whose asyncio runs on JS timers), plus time.sleep* that really sleep.
 // The worker writes it to MEMFS /vbprelude.py and imports it, so its names stay
 // out of the REPL's globals.
 export const PRELUDE = String.raw`
-import sys, os, vfs, asyncio, binascii, _vbjs
+import sys, os, vfs, time, asyncio, binascii, _vbjs
 
 # Emscripten's libc numbers errors the WASI way (ENOENT = 44), but this port's
 # errno module and mpremote expect the usual numbers (ENOENT = 2): translate.
@@ -120,8 +119,6 @@ class machine:
 
 
 class vboard:
-    app = None  # the app's main task (set by asyncio.run)
-
     @staticmethod
     def keys():
         return _vbjs.keys()
@@ -168,32 +165,72 @@ class vboard:
         except BaseException as e:
             sys.print_exception(e)
 
-    @staticmethod
-    async def wait_app():
-        t = vboard.app
-        if t is None:
-            return
-        try:
-            await t
-        except asyncio.CancelledError:
-            print('Traceback (most recent call last):\nKeyboardInterrupt: ')
-        except BaseException as e:
-            sys.print_exception(e)
-        vboard.app = None
 
-    @staticmethod
-    def interrupt():
-        # Ctrl-C while the app runs (and kbd_intr is enabled): end the app.
-        if vboard.app is not None:
-            vboard.app.cancel()
+# ---- asyncio: a blocking asyncio.run() --------------------------------------------------
+# This port's asyncio schedules its run loop with JS setTimeout and has no run().
+# Here the worker thread may block (the Node main thread owns the pty and the
+# side channel), so asyncio.run() is the ordinary blocking one: it drives the
+# port's own scheduler (_run_iter) and sleeps between steps with Atomics.wait
+# (no CPU burnt; new serial input wakes it early). Ctrl-C with kbd_intr on
+# raises KeyboardInterrupt from the loop, as on a board.
+from asyncio import core as _core
+
+
+class _Sched:
+    due = None  # ms until the scheduler wants to run again (None: nothing timed)
+
+
+def _schedule(dt=0):
+    if _Sched.due is None or dt < _Sched.due:
+        _Sched.due = dt
+
+
+def _check_intr():
+    if _vbjs.intr():
+        raise KeyboardInterrupt
 
 
 def _asyncio_run(coro):
-    # asyncio.run() cannot block here: the JS event loop drives asyncio. Start the
-    # coroutine as the app task; the harness awaits it once main.py returns.
-    if vboard.app is not None:
-        raise RuntimeError('asyncio.run: an app is already running')
-    vboard.app = asyncio.create_task(coro)
+    t = coro if isinstance(coro, _core.Task) else _core.create_task(coro)
+    done = []
+    t.state = lambda task, er: done.append(er)  # called by _run_iter when t ends
+    while not done:
+        _Sched.due = None
+        _core._run_iter()
+        _check_intr()
+        if not done:
+            _vbjs.sleep(50 if _Sched.due is None else _Sched.due)
+            _check_intr()
+    er = done[0]
+    if isinstance(er, StopIteration):
+        return er.value
+    raise er
+
+
+async def _forever():
+    while True:
+        await asyncio.sleep_ms(1000)
+
+
+_core._schedule_run_iter = _schedule
+_core.new_event_loop()  # its TaskQueue calls _schedule when a task is queued
+_core.Loop.run_until_complete = _asyncio_run
+_core.Loop.run_forever = lambda: _asyncio_run(_forever())
+
+
+# time.sleep*: sleep with Atomics.wait (the port busy-waits) and honour Ctrl-C.
+def _sleep_ms(ms):
+    end = time.ticks_add(time.ticks_ms(), int(ms))
+    while True:
+        left = time.ticks_diff(end, time.ticks_ms())
+        _check_intr()
+        if left <= 0:
+            return
+        _vbjs.sleep(left)
+
+
+time.sleep_ms = _sleep_ms
+time.sleep = lambda s: _sleep_ms(s * 1000)
 
 
 asyncio.run = _asyncio_run

@@ -10,8 +10,9 @@
 // resets and `kill -9` of this process (a power cut).
 //
 // Boot, like a real board: boot.py, then main.py; an app started with
-// asyncio.run(main()) runs as an asyncio task on the JS event loop; when it ends
-// (exception, Ctrl-C, return) the friendly REPL appears. Each boot is a fresh
+// asyncio.run(main()) blocks as on a board (the worker thread sleeps with
+// Atomics.wait between steps); when main.py ends (exception, Ctrl-C, return)
+// the friendly REPL appears. Each boot is a fresh
 // MicroPython instance in a worker thread (vboard_worker.mjs); a reset ends it.
 //
 // Side channel: a Unix stream socket at SOCKET speaking JSON lines. Each request
@@ -97,7 +98,8 @@ function rxBytes(bytes) {
       // the app and is not data; what follows waits for the REPL.
       ringPush(bytes.subarray(start, i));
       hold = [bytes.subarray(i + 1)];
-      worker?.postMessage({ t: "intr" });
+      Atomics.store(v.ctrl, S.C_INTR, 1);
+      wake();
       return;
     }
   }
@@ -107,7 +109,13 @@ function ringPush(bytes) {
   if (!bytes.length) return;
   const dropped = S.ringWrite(v, bytes);
   if (dropped) Atomics.add(v.ctrl, S.C_RX_DROP, dropped);
+  wake();
   worker?.postMessage({ t: "rx" });
+}
+// End the worker's idle sleep (asyncio.run / time.sleep) so it sees input at once.
+function wake() {
+  Atomics.add(v.ctrl, S.C_WAKE, 1);
+  Atomics.notify(v.ctrl, S.C_WAKE);
 }
 function releaseHold() {
   const h = hold;
@@ -147,6 +155,7 @@ function boot(cause, raw = false) {
   }
   Atomics.store(v.ctrl, S.C_WDT_MS, 0);  // a watchdog never survives a reset
   Atomics.store(v.ctrl, S.C_KBD, 3);
+  Atomics.store(v.ctrl, S.C_INTR, 0);
   const me = gen;
   const w = new Worker(new URL("./vboard_worker.mjs", import.meta.url), {
     workerData: { sab, flashDir: opts.flash, cause, raw, heap: opts.heap, uid: opts.uid },

@@ -12,7 +12,8 @@
 //   {t:'reset', kind: 'hard'|'soft', raw}   please end me and boot again
 // Messages from the main thread:
 //   {t:'rx'}         new bytes in the ring (the REPL drains it; the app reads it itself)
-//   {t:'intr'}       Ctrl-C arrived while the app ran with kbd_intr enabled
+// Ctrl-C for the app comes through shared memory (C_INTR), since a running app
+// blocks this thread and does not see messages.
 import { parentPort, workerData } from "node:worker_threads";
 import fs from "node:fs";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -108,6 +109,13 @@ const bridge = {
     return b ? Buffer.from(b).toString("hex") : null;
   },
   write: (hex) => { emit(Buffer.from(hex, "hex")); lastOut = 0; },
+  // Idle sleep for asyncio.run / time.sleep: blocks this thread; new input wakes it.
+  sleep: (ms) => {
+    flush();
+    const seen = Atomics.load(v.ctrl, S.C_WAKE);
+    if (ms > 0) Atomics.wait(v.ctrl, S.C_WAKE, seen, Math.min(ms, 1000));
+  },
+  intr: () => Atomics.exchange(v.ctrl, S.C_INTR, 0) === 1,
   reset: (kind) => resetAndHalt(kind === "soft" ? "soft" : "hard"),
   reset_cause: () => CAUSES[cause] || 1,
   uid: () => uid,
@@ -203,20 +211,15 @@ mp.runPython("__import__('vbprelude')");
 const py = (call) => mp.runPython(`__import__('vboard').${call}`);
 parentPort.on("message", (m) => {
   if (m.t === "rx") drain();
-  else if (m.t === "intr" && mode === "app") py("interrupt()");
 });
 
 if (cause === "soft") say("MPY: soft reboot\r\n");
 py("run_file('boot.py')");
 if (!startRaw) {
   // A real board runs main.py only when the soft reset came from the friendly REPL.
+  // main.py's asyncio.run() blocks this thread until the app ends (see prelude.mjs).
   setMode("app");
   py("run_file('main.py')");
-  try {
-    await mp.runPythonAsync("import vboard\nawait vboard.wait_app()\ndel vboard");
-  } catch (e) {
-    say(String(e.message || e).replace(/\r?\n/g, "\r\n"));
-  }
 }
 if (mode !== "dead") {
   if (startRaw) { say(RAW_BANNER + ">"); setMode("raw"); }

@@ -18,6 +18,8 @@ export const C_KBD = 7;       // [worker] keyboard-interrupt char (3 = Ctrl-C, -
 export const C_HEAD = 8;      // [main]   ring write index (monotonic, wraps at 2^32)
 export const C_TAIL = 9;      // [worker] ring read index
 export const C_RX_DROP = 10;  // [main]   bytes dropped because the ring was full (UART overrun)
+export const C_WAKE = 11;     // [main]   bumped + notified on new input: ends the worker's idle sleep early
+export const C_INTR = 12;     // [main]   1 = Ctrl-C arrived while the app ran with kbd_intr on (worker clears)
 
 export const RING = 1 << 16;  // receive ring size in bytes (power of two)
 

@@ -1,0 +1,111 @@
+"""The virtual board: real MicroPython on a pty, flashed and reset with the real mpremote, keys and LEDs through the side channel."""
+import hashlib
+import json
+
+from pingjia.protocol import messages
+
+from vboard_helpers import Console, flash, mpremote, staged_files
+
+HASH_ALL = """
+import hashlib, binascii, json
+def h(p):
+    d = hashlib.sha256()
+    with open(p, 'rb') as f:
+        d.update(f.read())
+    return binascii.hexlify(d.digest()).decode()
+print(json.dumps({p: h(p) for p in %r}))
+"""
+
+
+def boot_log(con, n):
+    """Wait for the LOG frame 'boot n cause c'; returns c (machine.reset_cause())."""
+    m = con.wait_frame(lambda m: m.type == messages.LOG and m.text.startswith("boot %d " % n), what="boot %d" % n)
+    return int(m.text.split()[-1])
+
+
+def test_mpremote_copies_files_and_hashes_match(board, stage):
+    flash(board, stage)
+    want = staged_files(stage)
+    assert any(p.endswith(".mpy") for p in want)
+    got = json.loads(mpremote(board.port, "exec", HASH_ALL % sorted(want)).strip())
+    assert got == want
+    # mpremote's own hash command on a binary .mpy
+    out = mpremote(board.port, "fs", "sha256sum", ":lib/pingjia/protocol/framing.mpy")
+    assert want["/lib/pingjia/protocol/framing.mpy"] in out
+    # and the files are in the host flash directory byte for byte
+    for path, digest in want.items():
+        assert hashlib.sha256((board.flash_dir / path.lstrip("/")).read_bytes()).hexdigest() == digest
+
+
+def test_mpremote_reset_boots_main_and_frames_decode_on_host(board, stage):
+    flash(board, stage)
+    mpremote(board.port, "reset")
+    with Console(board.port) as con:
+        hello = con.wait_frame(lambda m: m.type == messages.HELLO, what="HELLO")
+        assert (hello.device_id, hello.fw, hello.board, hello.boot) == ("VB-TEST", "vtest", "virtual", 1)
+        assert boot_log(con, 1) == 2  # machine.HARD_RESET
+    assert board.state()["mode"] == "app"
+
+
+def test_keys_reach_the_app_and_leds_and_beeps_read_back(flashed):
+    vb = flashed
+    with Console(vb.port) as con:
+        vb.press(3)
+        vb.wait_for(lambda s: s["leds"] == 0b100, what="LED of key 3")
+        m = con.wait_frame(lambda m: m.type == messages.UNSOLICITED, what="press frame")
+        assert (m.stars, m.seq) == (3, 1)
+        s = vb.state()
+        assert s["beep"]["count"] == 1 and s["beep"]["freq"] == 2200
+        vb.release(3)
+        vb.wait_for(lambda s: s["leds"] == 0, what="LEDs off")
+        vb.tap(5, 60)
+        m = con.wait_frame(lambda m: m.type == messages.UNSOLICITED and m.stars == 5, what="tap frame")
+        assert m.seq == 2
+        s = vb.wait_for(lambda s: s["leds"] == 0, what="LEDs off after tap")
+        assert [t_mask[1] for t_mask in s["led_log"]][-4:] == [0b100, 0, 0b10000, 0]
+        # bytes from the host reach the app's read(); its echo comes back as a frame
+        con.write(b"hello\n")
+        con.wait_frame(lambda m: m.type == messages.LOG and m.text == "echo hello", what="echo")
+
+
+def test_ctrl_c_drops_to_repl_and_soft_reset_reruns_main(flashed):
+    vb = flashed
+    with Console(vb.port) as con:
+        con.write(b"\x03")
+        con.wait(lambda: b"KeyboardInterrupt" in con.raw and con.raw.endswith(b">>> "), what="REPL prompt")
+        assert b"app stopped" in con.raw  # main.py's finally ran after asyncio.run ended
+    assert vb.state()["mode"] == "repl"
+    assert mpremote(vb.port, "exec", "print(6 * 7)").strip() == "42"
+    with Console(vb.port) as con:
+        # what the flashing tool does after copying: leave the raw REPL, Ctrl-D soft reset
+        con.write(b"\r\x02")
+        con.write(b"\x04")
+        assert boot_log(con, 2) == 5  # machine.SOFT_RESET
+    assert vb.state()["mode"] == "app"
+
+
+def test_mpremote_interrupts_a_running_app(flashed):
+    vb = flashed
+    assert vb.state()["mode"] == "app"
+    out = mpremote(vb.port, "exec", "import os; print(sorted(os.listdir('/')))")
+    assert out.strip() == "['boots.txt', 'lib', 'main.py']"
+    assert vb.state()["mode"] == "repl"  # mpremote leaves the raw REPL with Ctrl-B when done
+
+
+def test_file_written_by_the_app_survives_power_cut(flashed):
+    vb = flashed
+    assert (vb.flash_dir / "boots.txt").read_text() == "boot 1 cause 2\n"
+    vb.power_cut()
+    vb.start()
+    with Console(vb.port) as con:
+        assert boot_log(con, 2) == 1  # machine.PWRON_RESET: it read the file written before the cut
+    assert (vb.flash_dir / "boots.txt").read_text() == "boot 1 cause 2\nboot 2 cause 1\n"
+
+
+def test_watchdog_resets_a_hung_app(flashed):
+    vb = flashed
+    with Console(vb.port) as con:
+        con.write(b"hang\n")  # the app spins without yielding or feeding
+        assert boot_log(con, 2) == 3  # machine.WDT_RESET
+    s = vb.state()
+    assert s["cause"] == "wdt" and s["mode"] == "app"
