@@ -50,13 +50,6 @@ def apply(conn, msg, via, received_at, rules, now):
     if clamped:
         audit(conn, now, msg.device_id, "event.time-clamped", "seq %d" % msg.seq,
               "received_at %.3f age_ms %d gave a time before the floor" % (received_at, msg.age_ms))
-    kind = m.SCHEMA[msg.type][0]
-    conn.execute(
-        """INSERT INTO events (device_id, seq, boot, kind, stars, token, ref_seq, codes, age_ms, nth, dt_ms,
-           digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,'audit')""",
-        (msg.device_id, msg.seq, msg.boot, kind, getattr(msg, "stars", None), getattr(msg, "token", None),
-         getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
-         msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at))
     effects = []
     if msg.type == m.RATING:
         case_id, disp, effects = _rating(conn, msg, at, rules, now)
@@ -64,8 +57,12 @@ def apply(conn, msg, via, received_at, rules, now):
         case_id, disp = _reason(conn, msg, at, rules, now)
     else:
         case_id, disp = None, "unsolicited"
-    conn.execute("UPDATE events SET case_id = ?, disposition = ? WHERE device_id = ? AND seq = ?",
-                 (case_id, disp, msg.device_id, msg.seq))
+    conn.execute(
+        """INSERT INTO events (device_id, seq, boot, kind, stars, token, ref_seq, codes, age_ms, nth, dt_ms,
+           digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+        (msg.device_id, msg.seq, msg.boot, m.SCHEMA[msg.type][0], getattr(msg, "stars", None), getattr(msg, "token", None),
+         getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
+         msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at, case_id, disp))
     return "stored", effects
 
 
