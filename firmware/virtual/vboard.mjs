@@ -61,13 +61,20 @@ Atomics.store(v.ctrl, S.C_KBD, 3);
 const st = { mode: "boot", boots: 0, cause: "power", ledLog: [], beepLog: [], txDropped: 0 };
 
 // ---- console output: an ordered queue written to fd 1 off the event loop ------------------
-// Bounded like a USB CDC buffer: if nobody reads the pty, output beyond 1 MB is dropped.
-const TX_CAP = 1 << 20;
+// Bounded like a USB CDC buffer: while nobody reads the pty, the oldest output
+// beyond TX_CAP is dropped, so a host that opens the port later sees recent
+// output rather than a backlog from long ago.
+const TX_CAP = 64 * 1024;
 let txQueue = [], txBytes = 0, txBusy = false;
 function txPush(data) {
-  if (txBytes + data.length > TX_CAP) { st.txDropped += data.length; return; }
   txQueue.push(data);
   txBytes += data.length;
+  // Drop whole old chunks, never the one being written (index 0 while busy).
+  while (txBytes > TX_CAP && txQueue.length > (txBusy ? 2 : 1)) {
+    const [old] = txQueue.splice(txBusy ? 1 : 0, 1);
+    txBytes -= old.length;
+    st.txDropped += old.length;
+  }
   if (!txBusy) txNext();
 }
 function txNext() {
@@ -153,7 +160,11 @@ function boot(cause, raw = false) {
     Atomics.store(v.ctrl, S.C_BEEP_F, 0);
     st.ledLog.push([now(), 0]);
   }
-  Atomics.store(v.ctrl, S.C_WDT_MS, 0);  // a watchdog never survives a reset
+  // The watchdog stops at every reset, soft ones included, so mpremote (which
+  // soft-resets on connect) can work on a board whose app ran a watchdog. It
+  // keeps running while the REPL shows after the app ended. Real RP2040/ESP32
+  // watchdogs survive a soft reset too; see docs/ARCHITECTURE.md.
+  Atomics.store(v.ctrl, S.C_WDT_MS, 0);
   Atomics.store(v.ctrl, S.C_KBD, 3);
   Atomics.store(v.ctrl, S.C_INTR, 0);
   const me = gen;
@@ -180,6 +191,9 @@ const trim = (a) => { if (a.length > 64) a.splice(0, a.length - 64); };
 
 // ---- watchdog ------------------------------------------------------------------------------
 setInterval(() => {
+  // The app took the Ctrl-C (it is unwinding, or caught it and goes on): what
+  // followed the Ctrl-C goes to the ring, for the REPL or for the app.
+  if (hold && Atomics.load(v.ctrl, S.C_INTR) === 0) releaseHold();
   const ms = Atomics.load(v.ctrl, S.C_WDT_MS);
   const fed = Atomics.load(v.ctrl, S.C_WDT_FEED);
   if (!ms || fed !== wdtSeen) { wdtSeen = fed; wdtAt = Date.now(); return; }
