@@ -142,6 +142,16 @@ class Transports:
                 log.error("transport stop failed name=%s error=%r", name, e)
 
 
+def _start_upstream(cfg, hub, store, transports):
+    """bridge/upstream/workers.py: outbox sender, 差评 follow-ups, unrated events (hooked on hub.on_rated/on_unrated)."""
+    try:
+        from .upstream import workers
+    except ImportError:
+        return None
+    publish = getattr(transports.mqtt, "publish", None) if transports.mqtt is not None else None
+    return workers.start(cfg, hub, store, mqtt_publish=publish)
+
+
 def run(cfg, stop=None, notifier=None, on_ready=None):
     """Run the bridge until SIGTERM/SIGINT or `stop` (threading.Event) is set. Returns 0 on a clean stop."""
     stop = stop or threading.Event()
@@ -152,6 +162,7 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
     host, port = cfg.http_address()
     http = HttpServer(hub, host, port, cfg.bridge["http_token"]).start()
     transports = Transports(cfg, hub, store).start()
+    upstream = _start_upstream(cfg, hub, store, transports)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -176,6 +187,8 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
     hub.stop_intake()
     http.stop()
     flushed = hub.stop(timeout=15)
+    if upstream is not None:
+        upstream.stop()
     transports.close()
     log.info("bridge stopped flushed=%s stats=%s", flushed, json.dumps(hub.stats(), sort_keys=True))
     return 0
