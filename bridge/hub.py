@@ -46,6 +46,7 @@ class Hub:
         self._keys_loaded = 0.0
         self._keys_lock = threading.Lock()
         self._stopping = False
+        self._overload_logged = 0.0
         self._stop_timer = threading.Event()
         self._timer = None
         self.writer = Writer(self, batch_max=batch_max, reject_log_interval_s=reject_log_interval_s)
@@ -123,9 +124,12 @@ class Hub:
         if self._stopping:
             self.counters["stopping"] += 1
             return False
-        if self._q.qsize() >= self.max_queue:
+        if self._q.qsize() >= self.max_queue:  # the writer is far behind (a failing disk): refuse, counted
             self.counters["overload"] += 1
-            self._put(("reject", None, "overload", "queue full (%d)" % self.max_queue, link, now))
+            if time.monotonic() - self._overload_logged > 60:
+                self._overload_logged = time.monotonic()
+                log.error("intake refused: queue full max_queue=%d refused_total=%d (keypads keep and retransmit)",
+                          self.max_queue, self.counters["overload"])
             return False
         dev = None
         try:

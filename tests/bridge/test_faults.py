@@ -74,3 +74,21 @@ def test_case_api_reports_full_database(hub, kp, caplog):
             hub.open_case({"project_no": "P%05d" % i, "window_id": "W01", "task_name": "x" * 150})
     hub.call(lambda conn, now: (conn.execute("PRAGMA max_page_count = 1073741823").fetchone(), []), transaction=False)
     assert hub.open_case({"project_no": "AFTER", "window_id": "W01"})["state"] == "open"
+
+
+@pytest.mark.expect_warnings
+def test_queue_full_refuses_counted_logged_once(store, link, clock, rules, caplog):
+    kp = add_keypad(store, "KP-0001", "W01")
+    hub = Hub(store, rules=rules, clock=clock, max_queue=5)
+    hub.reload_keys()  # writer not started yet: the queue only fills
+    results = [hub.submit(kp.unsolicited(3), link) for _ in range(10)]
+    assert results == [True] * 5 + [False] * 5
+    assert hub.stats()["overload"] == 5
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "queue full" in errors[0]
+    hub.start(timer=False)
+    try:
+        _until(lambda: len(link.acked(kp)) == 5)
+        assert q(store, "SELECT count(*) AS n FROM events")[0]["n"] == 5
+    finally:
+        hub.stop()
