@@ -262,5 +262,8 @@ server.listen(opts.ctl, () => {
   rxNext();
   console.error(`vboard ready ctl=${opts.ctl} flash=${opts.flash}`);
 });
+// The launcher (tools/vboard.py) holds the pty; if it dies without stopping us, stop too.
+const PARENT = process.ppid;
+setInterval(() => { if (process.ppid !== PARENT) process.exit(0); }, 500).unref();
 process.on("SIGTERM", () => process.exit(0));
 process.on("SIGINT", () => process.exit(0));
