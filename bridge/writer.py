@@ -46,6 +46,10 @@ class Writer:
         self._thread.start()
 
     def stop(self, timeout):
+        if self._thread is None:
+            return True
+        if not self._thread.is_alive():
+            return not self._pending
         self.hub._q.put(_STOP)
         self._thread.join(timeout)
         flushed = not self._thread.is_alive() and not self._pending
