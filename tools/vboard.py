@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 from pathlib import Path
@@ -52,6 +53,7 @@ class VirtualBoard:
         self.proc = None
         self._sock = None
         self._rfile = None
+        self._lock = threading.Lock()  # one request/reply at a time on the side channel
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):
@@ -140,8 +142,9 @@ class VirtualBoard:
         if self._sock is None:
             raise VirtualBoardError("the virtual board is not running")
         try:
-            self._sock.sendall((json.dumps(req) + "\n").encode())
-            line = self._rfile.readline()
+            with self._lock:
+                self._sock.sendall((json.dumps(req) + "\n").encode())
+                line = self._rfile.readline()
         except OSError as e:
             raise VirtualBoardError("side channel failed: %s" % e) from None
         if not line:
@@ -163,7 +166,7 @@ class VirtualBoard:
         self._call(op="release", key=key)
 
     def tap(self, key, ms=80):
-        """Press and release after `ms` milliseconds (timed by the harness)."""
+        """Press, and release after `ms` milliseconds once the app has read keys() twice (timed by the harness)."""
         self._call(op="tap", key=key, ms=ms)
 
     def set_keys(self, mask):

@@ -22,7 +22,7 @@
 //   {"op":"keys","mask":N}            set the whole raw key bitmask
 //   {"op":"press","key":K}            key K down (K = 1..5 stars -> bit K-1; 6.. reason keys)
 //   {"op":"release","key":K}          key K up
-//   {"op":"tap","key":K,"ms":M}       down now, up after M ms (timed here)
+//   {"op":"tap","key":K,"ms":M}       down now, up after M ms (timed here) once the app has read keys() twice
 //   {"op":"reset","cause":"hard"}     reset the board (cause hard|soft|wdt|power)
 // State: {"ok":true, "mode": "boot"|"app"|"repl"|"raw", "keys", "leds", "beep":
 //   {"freq","ms","count"}, "boots", "cause" (of the last boot), "wdt_ms",
@@ -225,9 +225,16 @@ function handle(req) {
     case "press": Atomics.or(v.ctrl, S.C_KEYS, keyBit(req.key)); return {};
     case "release": Atomics.and(v.ctrl, S.C_KEYS, ~keyBit(req.key)); return {};
     case "tap": {
-      const bit = keyBit(req.key);
+      // Down now; up once `ms` have passed AND the app has read the keys twice
+      // since, so a busy machine cannot make the app miss a tap.
+      const bit = keyBit(req.key), ms = Math.max(1, req.ms | 0 || 80);
+      const t0 = Date.now(), reads0 = Atomics.load(v.ctrl, S.C_KEY_READS);
       Atomics.or(v.ctrl, S.C_KEYS, bit);
-      setTimeout(() => Atomics.and(v.ctrl, S.C_KEYS, ~bit), Math.max(1, req.ms | 0 || 80));
+      const up = () => {
+        if (Date.now() - t0 >= ms && ((Atomics.load(v.ctrl, S.C_KEY_READS) - reads0) | 0) >= 2) Atomics.and(v.ctrl, S.C_KEYS, ~bit);
+        else setTimeout(up, 5);
+      };
+      setTimeout(up, ms);
       return {};
     }
     case "reset": {

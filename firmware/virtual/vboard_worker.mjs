@@ -87,7 +87,7 @@ function resetAndHalt(kind) {
 
 // ---- the JS module the prelude imports as _vbjs ----------------------------------
 const bridge = {
-  keys: () => Atomics.load(v.ctrl, S.C_KEYS),
+  keys: () => { Atomics.add(v.ctrl, S.C_KEY_READS, 1); return Atomics.load(v.ctrl, S.C_KEYS); },
   leds: (mask) => {
     mask &= 0xffff;
     if (Atomics.exchange(v.ctrl, S.C_LEDS, mask) !== mask) parentPort.postMessage({ t: "leds", mask });

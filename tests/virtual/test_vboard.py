@@ -1,6 +1,8 @@
 """The virtual board: real MicroPython on a pty, flashed and reset with the real mpremote, keys and LEDs through the side channel."""
 import hashlib
 import json
+import subprocess
+import sys
 
 from pingjia.protocol import messages
 
@@ -145,3 +147,16 @@ def test_flash_directory_follows_remove_rename_mkdir(board):
     root = board.flash_dir
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["d", "d/b.bin"]
     assert (root / "d" / "b.bin").read_bytes() == bytes(range(256)) + b"!"
+
+
+def test_cli_runs_one_board_and_prints_its_port(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "pingjia.tools.vboard", "--flash", str(tmp_path / "flash")],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("port: /dev/pts/"), line
+        port = line.split()[1]
+        assert mpremote(port, "exec", "import sys; print(sys.implementation.name)").strip() == "micropython"
+    finally:
+        p.terminate()
+        assert p.wait(timeout=30) == 0
