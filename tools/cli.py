@@ -10,7 +10,8 @@ import click
 COMMAND_MODULES = [
     "pingjia.bridge.cli",      # run, status, devices, cases, bind, ...
     "pingjia.bridge.sync_cli",  # sync, quarantine, re-push, followup, report
-    "pingjia.tools.fleet_cli",  # flash, provision, fleet, simulate, load, receiver, vboard, demo
+    "pingjia.tools.fleet_cli",  # flash, update, fleet, simulate, vboard
+    "pingjia.tools.demo",       # demo: the README's first command
 ]
 
 
