@@ -11,9 +11,9 @@
 # - REASON attaches its codes to the counted rating it names (ref_seq); one that
 #   arrives before its rating waits as 'orphan' and is attached when it lands.
 # - UNSOLICITED: stored for audit, never counted. Unknown token: 'orphan'.
-# Replay check: the digest covers the event's meaning (type, seq, payload
-# without age_ms, which the keypad recomputes on every retransmission, and
-# without boot): same (device_id, seq) + same digest = duplicate, else replay.
+# Replay check: the digest covers the canonical bytes except boot and age_ms
+# (the keypad recomputes the age on every retransmission): same (device_id,
+# seq) + same digest = duplicate, else replay.
 import hashlib
 
 from ..protocol import messages as m
@@ -24,11 +24,28 @@ TIME_FLOOR = 1704067200.0  # 2024-01-01 UTC: no pressed_at before this (a keypad
 SLACK_S = 2.0  # tolerance on prompt-window edges for age rounding and link delay
 
 
-def digest(msg):
-    f = msg.fields()
-    f.pop("age_ms", None)
-    body = "%d|%d|%s" % (msg.type, msg.seq, "|".join("%s=%s" % (k, f[k]) for k in sorted(f)))
-    return hashlib.sha256(body.encode()).hexdigest()
+def _age_offsets():
+    """Payload offset of age_ms per journaled type (the fields before it are fixed-size ints)."""
+    size = {"B": 1, "b": 1, "H": 2, "I": 4}
+    out = {}
+    for t in m.JOURNALED:
+        off = 0
+        for name, kind in m.SCHEMA[t][1]:
+            if name == "age_ms":
+                out[t] = off
+                break
+            off += size[kind]
+    return out
+
+
+AGE_AT = _age_offsets()
+
+
+def digest(msg, raw):
+    """SHA-256 of the canonical bytes without boot and age_ms (and without the MAC)."""
+    n = 4 + len(msg.device_id)  # header + id; boot follows (4), then seq (4), then the payload
+    a = n + 8 + AGE_AT[msg.type]
+    return hashlib.sha256(b"".join((raw[:n], raw[n + 4:a], raw[a + 4:len(raw) - 16]))).hexdigest()
 
 
 def pressed_at(received_at, age_ms):
@@ -39,10 +56,10 @@ def pressed_at(received_at, age_ms):
     return t, False
 
 
-def apply(conn, msg, via, received_at, rules, now):
+def apply(conn, msg, raw, via, received_at, rules, now):
     """Store a journaled event. Returns (outcome, effects); outcome is
     'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing)."""
-    dig = digest(msg)
+    dig = digest(msg, raw)
     old = conn.execute("SELECT digest FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.seq)).fetchone()
     if old is not None:
         return ("duplicate" if old[0] == dig else "replay"), []

@@ -165,11 +165,23 @@ class Writer:
         return ok
 
     # -- one batch --------------------------------------------------------------------------------
-    def _commit(self, batch):
+    def _commit(self, batch, isolate=False):
+        """One transaction for the batch. Fast path without savepoints; when an item fails for a
+        non-transient reason (a bug, bad data) the batch is redone with a SAVEPOINT per item,
+        so only that item is left out (logged, not ACKed)."""
         acks, effects, seen = {}, [], {}
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            for i, item in enumerate(batch):
+            for item in batch:
+                if not isolate:
+                    try:
+                        self._apply(item, acks, effects, seen)
+                    except Exception as e:
+                        if is_transient(e):
+                            raise
+                        self.conn.execute("ROLLBACK")
+                        return self._commit(batch, isolate=True)
+                    continue
                 self.conn.execute("SAVEPOINT item")
                 try:
                     self._apply(item, acks, effects, seen)
@@ -217,10 +229,10 @@ class Writer:
     def _apply(self, item, acks, effects, seen):
         kind = item[0]
         if kind == "msg":
-            _, msg, link, at = item
+            _, msg, raw, link, at = item
             seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
             if msg.type in m.JOURNALED:
-                outcome, eff = attach.apply(self.conn, msg, getattr(link, "name", "?"), at, self.hub.rules, self.hub.clock())
+                outcome, eff = attach.apply(self.conn, msg, raw, getattr(link, "name", "?"), at, self.hub.rules, self.hub.clock())
                 if outcome == "replay":
                     self.counters["replays"] += 1
                     self._reject(msg.device_id, "replay", "seq %d seen with other content" % msg.seq, link, at)

@@ -112,3 +112,33 @@ def test_many_keypads_one_batch(hub, link, store):
     assert q(store, "SELECT count(*) AS n FROM events")[0]["n"] == 200
     assert all(sorted(link.acked(p)) == [1, 2, 3, 4, 5] for p in pads)
     assert hub.stats()["max_batch"] > 1  # grouped: fewer commits than events
+
+
+def test_fast_ack_matches_protocol_encoder():
+    from pingjia.bridge.hub import ack_bytes, ack_capacity
+    from pingjia.protocol.auth import Signer
+
+    key = bytes(range(32))
+    for dev, seqs in (("KP-0001", [42, 43]), ("x" * 32, list(range(1, ack_capacity("x" * 32) + 1)))):
+        want = m.encode(m.Message(m.ACK, dev, 7, 1001, upto=0, seqs=tuple(seqs)), key)
+        assert ack_bytes(dev, 7, 1001, seqs, Signer(key)) == want
+
+
+@pytest.mark.expect_warnings
+def test_bad_item_left_out_rest_of_batch_committed(hub, link, kp, store, caplog, monkeypatch):
+    from pingjia.bridge import attach
+
+    real = attach.apply
+
+    def flaky(conn, msg, *a):
+        if msg.seq == 3:
+            raise ValueError("boom")
+        return real(conn, msg, *a)
+
+    monkeypatch.setattr(attach, "apply", flaky)
+    for _ in range(5):
+        hub.submit(kp.unsolicited(2), link)
+    _drain(hub)
+    assert [r["seq"] for r in q(store, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 4, 5]
+    assert sorted(link.acked(kp)) == [1, 2, 4, 5]
+    assert any("message not stored" in r.getMessage() and "boom" in r.getMessage() for r in caplog.records)
