@@ -3,8 +3,9 @@
 # Runs in the hub's writer thread inside the batch transaction. Rules (DESIGN.md
 # "Case attach"), independent of arrival order:
 # - RATING with a case token: the counted press of a prompt is the latest press
-#   (highest `nth`) among those within the grace (dt_ms <= grace); an earlier one
-#   becomes 'replaced', presses after the grace are 'audit'. A press must fall in
+#   (highest `nth`) among those within the grace (dt_ms <= grace), whatever order
+#   they arrive in; an earlier one becomes 'replaced', presses after the grace
+#   are 'audit'. A press must fall in
 #   the prompt window (finished_at .. prompt_until + slack, by pressed_at): a case
 #   already marked unrated still takes a rating pressed in time that arrived late
 #   (keypad offline); the pending 'unrated' outbox record is then 'superseded'.
@@ -109,7 +110,7 @@ def _rating(conn, msg, at, rules, now):
         _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
         _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
         return cid, "counted", [("rated", get(conn, c["project_no"]))]
-    if not within_grace or msg.stars == r["stars"]:
+    if not within_grace:
         return cid, "audit", []
     cur = conn.execute("SELECT nth FROM events WHERE device_id = ? AND seq = ?", (r["device_id"], r["seq"])).fetchone()
     if r["device_id"] != msg.device_id or cur is None or msg.nth <= (cur[0] or 0):
@@ -119,7 +120,7 @@ def _rating(conn, msg, at, rules, now):
                  "WHERE case_id = ? AND assess_number = 1", (msg.stars, msg.seq, at, now, cid))
     audit(conn, now, msg.device_id, "rating.replaced", c["project_no"], "%d -> %d stars within grace" % (r["stars"], msg.stars))
     _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
-    return cid, "counted", [("rated", get(conn, c["project_no"]))]
+    return cid, "counted", ([("rated", get(conn, c["project_no"]))] if msg.stars != r["stars"] else [])
 
 
 def _reason(conn, msg, at, rules, now):
