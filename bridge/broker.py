@@ -226,6 +226,8 @@ class LocalBroker:
         self.passwd_path = self.workdir / "passwd"
         self.acl_path = self.workdir / "acl"
         self.log_path = self.workdir / "mosquitto.log"
+        self.stderr_path = self.workdir / "mosquitto.stderr"
+        self._stderr = None
         self.proc = None
         self._devices = {}
         self._extra = {}  # service user -> password
@@ -296,16 +298,18 @@ class LocalBroker:
             return self
         if not self._written:
             self.write()
+        # stderr goes to a file: a pipe nobody reads would block Mosquitto once
+        # its connection messages filled the pipe buffer
+        self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen([self.mosquitto, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self._stderr)
         if not _wait_port(self.host, self.port, timeout, self.proc):
-            err = b""
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read()
-            else:
+            if self.proc.poll() is None:
                 self.kill()
-            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise RuntimeError("mosquitto did not start on %s:%d: %s %s" % (self.host, self.port, err.decode(errors="replace"), tail))
+            else:
+                self._close()
+            tail = self.log_text()[-2000:]
+            raise RuntimeError("mosquitto did not start on %s:%d: %s" % (self.host, self.port, tail))
         log.info("mosquitto started on %s:%d (pid %d, dir %s)", self.host, self.port, self.proc.pid, self.workdir)
         return self
 
@@ -337,8 +341,9 @@ class LocalBroker:
         self._close()
 
     def _close(self):
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
         self.proc = None
 
     def restart(self, timeout=10.0):
@@ -346,7 +351,7 @@ class LocalBroker:
         return self.start(timeout)
 
     def log_text(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "".join(p.read_text(errors="replace") for p in (self.log_path, self.stderr_path) if p.exists())
 
     def __enter__(self):
         return self.start()

@@ -17,6 +17,7 @@
 # messages in flight (max_inflight), so one round trip to the broker never
 # throttles the hall.
 import logging
+import socket
 import threading
 import time
 
@@ -25,6 +26,70 @@ import paho.mqtt.client as mqtt
 from ..protocol import topics
 
 log = logging.getLogger("pingjia.bridge.mqtt")
+
+
+class _BufferedSocket:
+    """The broker socket with a read buffer. paho reads each packet with
+    several tiny recv() calls (command byte, each length byte, body); under
+    load that is most of its time. This fills a buffer with one large recv and
+    serves paho's small reads from it; `pending()` tells paho's loop that
+    buffered bytes are waiting so it doesn't block in select() (the same hook
+    paho uses for TLS sockets)."""
+
+    __slots__ = ("_sock", "_buf", "_pos")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n):
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            buf = self._sock.recv(65536)  # BlockingIOError / SSLWantRead pass through to paho
+            if not buf:
+                return b""
+            pos = 0
+        out = buf[pos:pos + n]
+        self._buf, self._pos = buf, pos + len(out)
+        return out
+
+    def pending(self):
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buf) - self._pos + (inner() if inner else 0)
+
+    def fileno(self):
+        return self._sock.fileno()
+
+    def __getattr__(self, name):  # send, setblocking, close, setsockopt, ...
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client with two hot paths trimmed (paho 2.x internals; the
+    transport tests run through both on every message):
+    - reads are buffered (see _BufferedSocket);
+    - a plain MQTT 3.1.1 PUBACK for one of our QoS 1 publishes (one per ACK we
+      send) is handled without building ReasonCode/Properties objects, which
+      paho does for every PUBACK even on 3.1.1."""
+
+    def _create_socket(self):
+        return _BufferedSocket(super()._create_socket())
+
+    def _handle_pubackcomp(self, cmd):
+        pkt = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol == mqtt.MQTTv5 or len(pkt) != 2 or self.on_publish is not None:
+            return super()._handle_pubackcomp(cmd)
+        mid = (pkt[0] << 8) | pkt[1]
+        with self._out_message_mutex:
+            msg = self._out_messages.pop(mid, None)
+            if msg is not None:
+                msg.info._set_as_published()
+                if msg.qos > 0:
+                    self._inflight_messages -= 1
+                    if self._max_inflight_messages > 0:
+                        return self._update_inflight()
+        return mqtt.MQTT_ERR_SUCCESS
 
 
 class MqttLink:
@@ -41,7 +106,7 @@ class MqttLink:
     name = "mqtt"
 
     def __init__(self, hub, hall, host="127.0.0.1", port=1883, username=None, password=None, client_id=None,
-                 keepalive=20, tls=None, on_cases=None, max_inflight=1000, reconnect_min=0.5, reconnect_max=30):
+                 keepalive=20, tls=None, on_cases=None, max_inflight=0, reconnect_min=0.5, reconnect_max=30):
         self.hub = hub
         self.hall = hall
         self.host = host
@@ -57,19 +122,24 @@ class MqttLink:
         self._stopping = False
         self._started = False
         self._last_disconnect_log = 0.0
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+        c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                         protocol=mqtt.MQTTv311)
         if username is not None:
             c.username_pw_set(username, password)
         if tls is not None:
             c.tls_set(**tls)
+        # 0 = no client-side cap on QoS 1 messages in flight: every ACK goes out
+        # at once (the broker's own limits apply), and paho skips its O(n) scan
+        # of the out-queue on every PUBACK that a cap would need
         c.max_inflight_messages_set(max_inflight)
-        c.max_queued_messages_set(0)  # unbounded while connected; bounded in practice by max_inflight
+        c.max_queued_messages_set(0)
         c.reconnect_delay_set(reconnect_min, reconnect_max)
+        c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        c.enable_logger(logging.getLogger("pingjia.bridge.mqtt.paho"))
+        # no paho logger: it formats a debug line per packet; connection
+        # problems reach us through on_connect/on_disconnect
         self.client = c
 
     # lifecycle -------------------------------------------------------------
@@ -121,6 +191,14 @@ class MqttLink:
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     # paho callbacks (network thread) ---------------------------------------
+    def _on_socket_open(self, client, userdata, sock):
+        # paho writes one small packet per ACK; without TCP_NODELAY Nagle holds
+        # the next one back until the broker's delayed ACK (~40 ms per round trip)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # not TCP (websocket/unix socket wrappers)
+            pass
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             log.warning("MQTT broker %s:%d refused the bridge: %s", self.host, self.port, reason_code)

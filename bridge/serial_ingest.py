@@ -187,6 +187,7 @@ class SerialLink:
             except Exception:  # noqa: BLE001
                 pass
             self.stats["closes"] += 1
+            self._flush_announce()
             if self.device_id is not None:
                 self._call(self.hub.link_state, self.device_id, False, self)
             if clean:
@@ -205,11 +206,7 @@ class SerialLink:
         try:
             while not self._stop.is_set():
                 if self._announce is not None:
-                    if self._gone is not None:
-                        gone, self._gone = self._gone, None
-                        self._call(self.hub.link_state, gone, False, self)
-                    dev, self._announce = self._announce, None
-                    self._call(self.hub.link_state, dev, True, self)
+                    self._flush_announce()
                 data = ser.read(ser.in_waiting or 1)
                 if data:
                     self._items(dec.feed(data))
@@ -226,6 +223,16 @@ class SerialLink:
             log.warning("%s: port lost (%s)%s; reopening with backoff", self.path, e,
                         "" if self.device_id is None else " - keypad %s offline" % self.device_id)
             return False
+
+    def _flush_announce(self):
+        """Tell the hub what send() learnt: the keypad on this port (and the one it replaced)."""
+        with self._wlock:
+            gone, self._gone = self._gone, None
+            dev, self._announce = self._announce, None
+        if gone is not None:
+            self._call(self.hub.link_state, gone, False, self)
+        if dev is not None:
+            self._call(self.hub.link_state, dev, True, self)
 
     def _items(self, items):
         hub = self.hub

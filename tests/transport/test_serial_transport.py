@@ -148,7 +148,8 @@ def test_scanner_finds_new_ports_and_drops_vanished_ones(rhub, keys, byid):
         a = Pty(byid / "usb-pingjia_keypad_0001-if00")
         b = Pty(byid / "usb-pingjia_keypad_0002-if00")
         Pty(byid / "usb-other_vendor-if00").close()  # does not match the glob
-        wait_for(lambda: len(ing.links) == 2, what="both ports picked up")
+        opened = lambda n: len(ing.links) == n and all(l.stats["opens"] for l in list(ing.links.values()))  # noqa: E731
+        wait_for(lambda: opened(2), what="both ports picked up and opened")
         a.write(frame(keys, 1, "KP-0001"))
         b.write(frame(keys, 1, "KP-0002"))
         assert acks(a.read_frames(1), keys, "KP-0001") == [1]
@@ -157,7 +158,7 @@ def test_scanner_finds_new_ports_and_drops_vanished_ones(rhub, keys, byid):
         b.unplug(remove_link=True)  # unplugged for good: its reader ends
         wait_for(lambda: len(ing.links) == 1, what="reader of the vanished port ended")
         b.plug()  # plugged in again later
-        wait_for(lambda: len(ing.links) == 2, what="picked up again")
+        wait_for(lambda: opened(2), what="picked up again")
         b.write(frame(keys, 2, "KP-0002"))
         assert acks(b.read_frames(1), keys, "KP-0002") == [2]
     finally:

@@ -1,0 +1,711 @@
+"""MQTT ingest bench: many simulated keypads -> Mosquitto -> bridge (Hub + SQLite) -> ACK.
+
+    .venv/bin/python bench/ingest_mqtt_bench.py                 # throughput, 500 keypads, 8 s
+    .venv/bin/python bench/ingest_mqtt_bench.py --keypads 500 --seconds 20
+    .venv/bin/python bench/ingest_mqtt_bench.py --mode replay   # outage replay, 500 x 200 events
+    .venv/bin/python bench/ingest_mqtt_bench.py --mode replay --keypads 50 --events 40   # quick
+
+Parts, each its own process: a real Mosquitto (generated passwd + ACL, the
+bridge's limits), the bridge (bridge.hub.Hub over a SQLite file + the MQTT
+transport, the same objects the service runs), and load processes that each
+drive many keypads. Every keypad is a real MQTT client with its own TCP
+connection, client id and credentials (no multiplexing of keypads onto one
+connection); the load processes are selector loops over raw sockets speaking
+MQTT 3.1.1 with pre-encoded, MAC-signed protocol messages, because 500 paho
+clients would eat the CPU the bridge needs on a 2-core machine.
+
+throughput: each keypad publishes one event (QoS 1) and waits for its ACK before
+  the next (window 1). Measured: events ACKed per second in a window after a
+  warm-up; every ACK comes after the event's COMMIT (the hub's contract). Then
+  the run drains and SQLite is checked: each sent (device, seq) stored, 0 lost,
+  0 duplicated. Same-run baseline: the same keypads, same payloads, same
+  closed loop, with the bridge replaced by an echo responder (a raw MQTT client
+  that answers every event with an ACK-shaped message, no verify, no store):
+  the broker's own pass-through rate.
+replay: the bridge has a session on the broker, then is down while every keypad
+  holds `--events` journaled events and sends them as the firmware does (16 in
+  flight, retransmit 1 s doubling to 60 s). Then the bridge starts; measured:
+  time from starting the bridge process until every event is ACKed, then SQLite
+  is checked (0 lost, 0 duplicated).
+Bridge RSS (VmRSS / VmHWM) is read from /proc at the end.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pingjia.bridge.broker import LocalBroker, device_password  # noqa: E402
+from pingjia.protocol import messages, topics  # noqa: E402
+from pingjia.protocol.auth import Signer  # noqa: E402
+
+HALL = "bench"
+
+
+# --- minimal MQTT 3.1.1 codec -------------------------------------------------------------------
+def _varlen(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _s(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def connect_packet(client_id, user, password, clean=True, keepalive=0, will=None):
+    flags = (0x02 if clean else 0) | 0x80 | 0x40
+    pl = _s(client_id)
+    if will:
+        wt, wp = will
+        flags |= 0x04 | (1 << 3) | 0x20  # QoS 1, retained
+        pl += _s(wt) + _s(wp)
+    pl += _s(user) + _s(password)
+    body = _s(b"MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + pl
+    return b"\x10" + _varlen(len(body)) + body
+
+
+def subscribe_packet(pid, topic, qos=1):
+    body = struct.pack("!H", pid) + _s(topic) + bytes([qos])
+    return b"\x82" + _varlen(len(body)) + body
+
+
+def publish_packet(topic, payload, pid=0, qos=1, retain=False):
+    body = _s(topic) + (struct.pack("!H", pid) if qos else b"") + payload
+    return bytes([0x30 | (qos << 1) | (1 if retain else 0)]) + _varlen(len(body)) + body
+
+
+def puback(pid_bytes):
+    return b"\x40\x02" + pid_bytes
+
+
+def parse(buf, start=0):
+    """-> ([(header_byte, body memoryview-able bytes)], consumed)."""
+    out = []
+    i, n = start, len(buf)
+    while n - i >= 2:
+        mult, length, j = 1, 0, i + 1
+        while True:
+            if j >= n:
+                return out, i
+            b = buf[j]
+            length += (b & 127) * mult
+            mult *= 128
+            j += 1
+            if not b & 128:
+                break
+        if j + length > n:
+            break
+        out.append((buf[i], buf[j:j + length]))
+        i = j + length
+    return out, i
+
+
+def publish_parts(h, body):
+    """PUBLISH body -> (topic bytes, pid bytes or b'', payload)."""
+    tl = (body[0] << 8) | body[1]
+    topic = body[2:2 + tl]
+    p = 2 + tl
+    if h & 0x06:
+        return topic, body[p:p + 2], body[p + 2:]
+    return topic, b"", body[p:]
+
+
+def ack_seqs(payload):
+    """Seqs an ACK message covers (upto, seqs), read without the MAC check (bench side)."""
+    if len(payload) < 6 or payload[1] != messages.ACK:
+        return 0, ()
+    pos = 4 + payload[3] + 8
+    upto = struct.unpack_from("<I", payload, pos)[0]
+    cnt = payload[pos + 4]
+    return upto, struct.unpack_from("<%dI" % cnt, payload, pos + 5)
+
+
+def make_keys(n):
+    return {"KP-%04d" % (i + 1): bytes(((i * 131 + j * 7) ^ (i >> 8)) & 0xFF for j in range(32)) for i in range(n)}
+
+
+def _connect_raw(host, port, pkt):
+    s = socket.create_connection((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(pkt)
+    return s
+
+
+def _read_until(s, buf, want_types, timeout=30):
+    """Blocking read until packets of the wanted header types arrived (connect phase)."""
+    s.settimeout(timeout)
+    got = []
+    while len(got) < len(want_types):
+        data = s.recv(65536)
+        if not data:
+            raise ConnectionError("broker closed the connection")
+        buf += data
+        pk, used = parse(buf)
+        del buf[:used]
+        for h, body in pk:
+            if h == 0x20 and body[1] != 0:
+                raise ConnectionError("CONNACK refused rc=%d" % body[1])
+            got.append(h)
+    return buf
+
+
+# --- load process: many keypads, one selector loop ---------------------------------------------
+class RawKeypad:
+    __slots__ = ("dev", "sock", "buf", "pkts", "next", "inflight", "acked", "backoff", "rt_due", "lat", "sent_seqs")
+
+    def __init__(self, dev, pkts):
+        self.dev = dev
+        self.pkts = pkts  # seq-1 -> PUBLISH packet
+        self.next = 0
+        self.inflight = {}  # seq -> first send time
+        self.acked = 0
+        self.buf = bytearray()
+        self.backoff = 1.0
+        self.rt_due = 0.0
+        self.lat = []
+        self.sent_seqs = 0
+
+
+def fleet_worker(args, devs, keys, q, go, start_ev=None):
+    """Drive `devs` keypads; report results on queue q."""
+    try:
+        _fleet(args, devs, keys, q, go)
+    except Exception as e:  # noqa: BLE001
+        import traceback
+
+        q.put({"error": "%r\n%s" % (e, traceback.format_exc())})
+
+
+def _fleet(args, devs, keys, q, go):
+    window, nev = args["window"], args["events"]
+    kps = []
+    for d in devs:
+        up = topics.up(HALL, d).encode()
+        signer = Signer(keys[d])
+        pkts = []
+        for seq in range(1, nev + 1):
+            raw = messages.encode(messages.Message(messages.UNSOLICITED, d, 1, seq, stars=1 + seq % 5, age_ms=0), signer)
+            pkts.append(publish_packet(up, raw, pid=1 + (seq % 65535)))
+        kps.append(RawKeypad(d, pkts))
+    sel = selectors.DefaultSelector()
+    for kp in kps:
+        will = (topics.state(HALL, kp.dev), topics.OFFLINE)
+        s = _connect_raw(args["host"], args["port"], connect_packet(kp.dev, kp.dev, device_password(keys[kp.dev]), will=will)
+                         + subscribe_packet(1, topics.down(HALL, kp.dev))
+                         + publish_packet(topics.state(HALL, kp.dev), topics.ONLINE, pid=2, retain=True))
+        kp.sock = s
+    for kp in kps:
+        kp.buf = _read_until(kp.sock, bytearray(), [0x20, 0x90, 0x40])
+        kp.sock.setblocking(False)
+        sel.register(kp.sock, selectors.EVENT_READ, kp)
+    q.put({"ready": len(kps)})
+    go.wait()
+    t_start = args["t_start"].value
+    while time.time() < t_start:
+        time.sleep(0.001)
+    m0, m1 = t_start + args["warmup"], t_start + args["warmup"] + args["seconds"]
+    c0 = c1 = None
+    dry = 0
+    acked_total = 0
+    stop_new = False
+    rt_base, rt_max = args["rt_base"], args["rt_max"]
+    now = time.monotonic()
+
+    def fill(kp, now):
+        out = []
+        while len(kp.inflight) < window and kp.next < nev and not stop_new:
+            kp.next += 1
+            kp.inflight[kp.next] = now
+            out.append(kp.pkts[kp.next - 1])
+            if len(kp.inflight) == 1:
+                kp.rt_due = now + kp.backoff
+        return out
+
+    def send(kp, data):
+        try:
+            n = kp.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        if n < len(data):
+            kp.sock.setblocking(True)
+            kp.sock.sendall(data[n:])
+            kp.sock.setblocking(False)
+
+    for kp in kps:
+        out = fill(kp, now)
+        if out:
+            send(kp, b"".join(out))
+    last_rt = now
+    deadline_drain = None
+    while True:
+        wall = time.time()
+        if c0 is None and wall >= m0:
+            c0 = acked_total
+        if c1 is None and wall >= m1:
+            c1 = acked_total
+            dry = sum(1 for kp in kps if kp.next >= nev)
+            if args["stop_after_window"]:
+                stop_new = True
+                deadline_drain = time.monotonic() + args["drain_s"]
+        if stop_new or not args["stop_after_window"]:
+            if all(not kp.inflight and (stop_new or kp.next >= nev) for kp in kps):
+                break
+        if deadline_drain and time.monotonic() > deadline_drain:
+            break
+        if args.get("max_s") and wall > t_start + args["max_s"]:
+            break
+        for key, _ in sel.select(0.05):
+            kp = key.data
+            try:
+                data = kp.sock.recv(262144)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise ConnectionError("broker closed %s" % kp.dev)
+            buf = kp.buf
+            buf += data
+            pk, used = parse(buf)
+            del buf[:used]
+            out = []
+            now = time.monotonic()
+            for h, body in pk:
+                if h & 0xF0 != 0x30:
+                    continue  # PUBACK / PINGRESP
+                _topic, pid, payload = publish_parts(h, body)
+                if pid:
+                    out.append(puback(pid))
+                upto, seqs = ack_seqs(payload)
+                inf = kp.inflight
+                hit = 0
+                for s in seqs:
+                    t = inf.pop(s, None)
+                    if t is not None:
+                        hit += 1
+                        kp.lat.append(now - t)
+                if upto:
+                    for s in [s for s in inf if s <= upto]:
+                        kp.lat.append(now - inf.pop(s))
+                        hit += 1
+                if hit:
+                    kp.acked += hit
+                    acked_total += hit
+                    kp.backoff = rt_base
+                    kp.rt_due = now + rt_base
+            out += fill(kp, now)
+            if out:
+                send(kp, b"".join(out))
+        now = time.monotonic()
+        if now - last_rt > 0.1:  # retransmit like the firmware: whole window, backoff doubling
+            last_rt = now
+            for kp in kps:
+                if kp.inflight and now >= kp.rt_due:
+                    send(kp, b"".join(kp.pkts[s - 1] for s in sorted(kp.inflight)))
+                    kp.rt_due = now + kp.backoff
+                    kp.backoff = min(kp.backoff * 2, rt_max)
+    t_end = time.time()
+    lat = []
+    for kp in kps:
+        lat += kp.lat
+    res = {"dry": dry, "acked": acked_total, "c0": c0, "c1": c1, "t_end": t_end, "inflight": sum(len(kp.inflight) for kp in kps),
+           "sent": {kp.dev: kp.next - len(kp.inflight) for kp in kps}, "unacked": {kp.dev: sorted(kp.inflight) for kp in kps if kp.inflight},
+           "lat": lat if args.get("keep_lat") else [], "nlat": len(lat)}
+    for kp in kps:
+        try:
+            kp.sock.sendall(b"\xe0\x00")  # DISCONNECT
+            kp.sock.close()
+        except OSError:
+            pass
+    q.put(res)
+
+
+def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, stop_after_window=True, rt_base=1.0,
+              rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None):
+    """Drive `devs` from `procs` load processes; returns merged results.
+
+    The processes connect every keypad first, then all start together."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    go = ctx.Event()
+    t_start = ctx.Value("d", 0.0)
+    args = dict(host=host, port=port, window=window, events=events, seconds=seconds, warmup=warmup,
+                stop_after_window=stop_after_window, rt_base=rt_base, rt_max=rt_max, drain_s=drain_s,
+                keep_lat=keep_lat, max_s=max_s, t_start=t_start)
+    parts = [devs[i::procs] for i in range(procs)]
+    ps = [ctx.Process(target=fleet_worker, args=(args, part, keys, q, go)) for part in parts]
+    for p in ps:
+        p.start()
+    for _ in parts:
+        r = q.get(timeout=300)
+        if "error" in r:
+            raise RuntimeError(r["error"])
+    if on_ready:
+        on_ready()
+    t_start.value = time.time() + 0.1
+    go.set()
+    results = []
+    while len(results) < len(parts):
+        r = q.get(timeout=900)
+        if "error" in r:
+            raise RuntimeError(r["error"])
+        results.append(r)
+    for p in ps:
+        p.join(10)
+    merged = {"dry": sum(r.get("dry", 0) for r in results), "acked": sum(r["acked"] for r in results), "t_go": t_start.value, "t_end": max(r["t_end"] for r in results),
+              "sent": {}, "unacked": {}, "lat": [], "inflight": sum(r["inflight"] for r in results)}
+    if all(r["c0"] is not None and r["c1"] is not None for r in results):
+        merged["window_events"] = sum(r["c1"] - r["c0"] for r in results)
+    for r in results:
+        merged["sent"].update(r["sent"])
+        merged["unacked"].update(r["unacked"])
+        merged["lat"] += r["lat"]
+    return merged
+
+
+# --- echo responder: the baseline without the bridge --------------------------------------------
+def echo_responder(host, port, user, password, ready, stop):
+    s = _connect_raw(host, port, connect_packet("@echo-" + HALL, user, password) +
+                     subscribe_packet(1, "%s/%s/dev/+/up" % (topics.ROOT, HALL)))
+    buf = _read_until(s, bytearray(), [0x20, 0x90])
+    s.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ)
+    prefix = ("%s/%s/dev/" % (topics.ROOT, HALL)).encode()
+    pid = 1
+    ready.set()
+    while not stop.is_set():
+        if not sel.select(0.05):
+            continue
+        try:
+            data = s.recv(262144)
+        except BlockingIOError:
+            continue
+        if not data:
+            return
+        buf += data
+        pk, used = parse(buf)
+        del buf[:used]
+        out = []
+        for h, body in pk:
+            if h & 0xF0 != 0x30:
+                continue
+            topic, p, payload = publish_parts(h, body)
+            if p:
+                out.append(puback(p))
+            dev = bytes(topic[len(prefix):-3])
+            dl = payload[3]
+            seq = payload[4 + dl + 4:4 + dl + 8]
+            ack = bytes([1, messages.ACK, 0, dl]) + dev + b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x00\x01" + seq + bytes(16)
+            pid = pid % 65535 + 1
+            out.append(publish_packet(prefix + dev + b"/down", ack, pid=pid))
+        if out:
+            data = b"".join(out)
+            s.setblocking(True)
+            s.sendall(data)
+            s.setblocking(False)
+
+
+# --- the bridge process -------------------------------------------------------------------------
+def bridge_main(a):
+    import logging
+    import threading
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="bridge %(levelname)s %(name)s: %(message)s")
+    from pingjia.bridge.hub import Hub
+    from pingjia.bridge.mqtt_ingest import MqttLink
+    from pingjia.bridge.store import Store
+
+    hub = Hub(Store(a.db), hall=HALL).start() if a.hub == "real" else NullHub()
+    links = []
+    if a.mqtt_port:
+        links.append(MqttLink(hub, HALL, "127.0.0.1", a.mqtt_port, a.user, a.password).start(wait=10))
+    ser = None
+    if a.serial:
+        from pingjia.bridge.serial_ingest import SerialIngest
+
+        ser = SerialIngest(hub, [a.serial], idle_s=0.1).start()
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            st = {"hub": hub.stats(), "links": [l.stats for l in links]}
+            print(json.dumps(st), flush=True)
+    hub.stop()  # commits and ACKs what it holds while the links are still up
+    for l in links:
+        l.stop()
+    if ser:
+        ser.stop()
+    st = {"hub": hub.stats(), "links": [l.stats for l in links]}
+    print(json.dumps(st), flush=True)
+    del threading
+
+
+class NullHub:
+    """Transport-only bridge (bench diagnostics): ACKs at once with an unsigned ACK-shaped message."""
+
+    def __init__(self):
+        self.n = 0
+
+    def submit(self, raw, link):
+        self.n += 1
+        dl = raw[3]
+        dev = bytes(raw[4:4 + dl])
+        link.send(dev.decode(), bytes([1, messages.ACK, 0, dl]) + dev + bytes(8) + bytes(4) + b"\x01" + bytes(raw[8 + dl:12 + dl]) + bytes(16))
+
+    def link_state(self, *a):
+        pass
+
+    def device_text(self, *a):
+        pass
+
+    def stop(self):
+        pass
+
+    def stats(self):
+        return {"stored": self.n}
+
+
+class BridgeProc:
+    def __init__(self, db, port=None, user=None, password=None, serial=None, hub="real"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "bridge", "--db", str(db), "--hub", hub]
+        if port:
+            cmd += ["--mqtt-port", str(port), "--user", user, "--password", password]
+        if serial:
+            cmd += ["--serial", serial]
+        self.t_spawn = time.time()
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.p.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError("bridge did not start: %r" % line)
+        self.t_ready = time.time()
+
+    def rss(self):
+        out = {}
+        try:
+            for line in Path("/proc/%d/status" % self.p.pid).read_text().splitlines():
+                if line.startswith(("VmRSS", "VmHWM")):
+                    k, v = line.split(":")
+                    out[k] = int(v.split()[0]) / 1024.0
+        except OSError:
+            pass
+        return out
+
+    def cpu(self):
+        """CPU seconds (user + system) the bridge process used so far."""
+        f = Path("/proc/%d/stat" % self.p.pid).read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stats(self):
+        self.p.stdin.write("stats\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def stop(self):
+        self.p.stdin.close()
+        line = self.p.stdout.readline()
+        self.p.wait(60)
+        self.p.stdout.close()
+        return json.loads(line) if line.strip() else {}
+
+
+# --- setup helpers ------------------------------------------------------------------------------
+def setup(workdir, n):
+    """Broker (not started) + SQLite store with n keypads; returns (broker, db path, keys, signers)."""
+    from pingjia.bridge import devices
+    from pingjia.bridge.store import Store
+    from pingjia.protocol.auth import Signer
+
+    keys = make_keys(n)
+    broker = LocalBroker(Path(workdir) / "mosquitto", HALL, persistence=True, log_to_file=False)
+    broker.set_devices(keys)
+    db = Path(workdir) / "bridge.db"
+    st = Store(db)
+    st.migrate()
+    conn = st.connect()
+    try:
+        conn.execute("BEGIN")
+        for d, k in keys.items():
+            conn.execute("INSERT INTO devices (device_id, key_hex, transport, created_at) VALUES (?,?,?,?)",
+                         (d, k.hex(), "mqtt", time.time()))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return broker, db, keys, {d: Signer(k) for d, k in keys.items()}
+
+
+def check_store(db, sent):
+    """Against {dev: n} (seqs 1..n ACKed): (rows, lost, duplicated, expected)."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(db))
+    try:
+        rows = conn.execute("SELECT device_id, seq FROM events").fetchall()
+    finally:
+        conn.close()
+    have = set(rows)
+    lost = sum(1 for d, n in sent.items() for s in range(1, n + 1) if (d, s) not in have)
+    return len(rows), lost, len(rows) - len(have), sum(sent.values())
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def throughput(a):
+    with tempfile.TemporaryDirectory(prefix="pj-ingest-") as wd:
+        broker, db, keys, signers = setup(wd, a.keypads)
+        broker.start()
+        devs = sorted(keys)
+        user, pw = broker.bridge_credentials()
+        # enough pre-encoded events that no keypad runs dry at up to --max-rate events/s in total
+        nev = a.events or int((a.seconds + a.warmup + 2) * a.max_rate / len(devs)) + 10
+        try:
+            # 1. baseline: the same keypads and payloads, an echo responder instead of the bridge
+            base_rate = float("nan")
+            if not a.skip_baseline:
+                ctx = mp.get_context("fork")
+                ready, stop = ctx.Event(), ctx.Event()
+                echo = ctx.Process(target=echo_responder, args=(broker.host, broker.port, user, pw, ready, stop))
+                echo.start()
+                ready.wait(30)
+                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs)
+                stop.set()
+                echo.join(10)
+                base_rate = base["window_events"] / a.seconds
+                print("baseline  broker pass-through (echo responder, no bridge): %8.0f events/s  (%d keypads, window 1%s)" % (
+                    base_rate, len(devs), ", %d ran dry" % base["dry"] if base["dry"] else ""), flush=True)
+            # the echo run's keypads used seq 1..; the bridge run uses fresh keypad seqs on a fresh store? No:
+            # the store saw nothing (the echo had no store), so the same seqs are new to the bridge.
+            # 2. the bridge
+            br = BridgeProc(db, broker.port, user, pw, hub=a.hub)
+            rss_samples = []
+            prof = []
+
+            def profile():  # PJ_PYSPY=/path/to/py-spy: sample the bridge during the measured window
+                spy = os.environ.get("PJ_PYSPY")
+                if spy:
+                    prof.append(subprocess.Popen([spy, "record", "-p", str(br.p.pid), "-d", str(int(a.seconds)), "-r", "250",
+                                                  "-f", "raw", "-o", "/tmp/pj-bridge-profile.txt", "--nonblocking", "--gil"],
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+            cpu0 = br.cpu()
+            res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile)
+            cpu1 = br.cpu()
+            for p in prof:
+                p.wait()
+            rss_samples.append(br.rss())
+            mid = br.stats()
+            final = br.stop()
+            rate = res["window_events"] / a.seconds
+            if res["dry"]:
+                print("          (%d keypads ran out of pre-encoded events: raise --max-rate)" % res["dry"])
+            total, lost, extra, expected = check_store(db, res["sent"])
+            cpu_us = (cpu1 - cpu0) / max(1, res["acked"]) * 1e6
+            print("bridge    committed before ACK:                            %8.0f events/s  ratio %.2f of the broker's" % (rate, rate / base_rate), flush=True)
+            print("          store check: %d ACKed events, %d rows, %d lost, %d duplicated (unacked at end: %d)" % (expected, total, lost, extra, res["inflight"]))
+            print("          bridge CPU: %.0f us per event (user+sys over the whole run: %.0f events/s per bridge core)" % (cpu_us, 1e6 / cpu_us))
+            print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
+            h = final.get("hub", mid["hub"])
+            print("          hub: stored %d, duplicates %d, batches %d, max batch %d, rejected %d" % (
+                h.get("stored", 0), h.get("duplicates", 0), h.get("batches", 0), h.get("max_batch", 0), h.get("rejected", 0)))
+            return {"rate": rate, "base": base_rate, "lost": lost, "extra": extra, "rss": rss_samples[-1]}
+        finally:
+            broker.stop()
+
+
+def replay(a):
+    with tempfile.TemporaryDirectory(prefix="pj-replay-") as wd:
+        broker, db, keys, signers = setup(wd, a.keypads)
+        broker.start()
+        devs = sorted(keys)
+        user, pw = broker.bridge_credentials()
+        nev = a.events or 200
+        try:
+            # the bridge has been running (its session exists on the broker), then it goes down
+            BridgeProc(db, broker.port, user, pw).stop()
+            state = {}
+
+            def bridge_returns():
+                time.sleep(a.outage)  # keypads publish their windows and back off meanwhile
+                state["br"] = BridgeProc(db, broker.port, user, pw)
+
+            import threading
+
+            th = [None]
+
+            def on_ready():
+                th[0] = threading.Thread(target=bridge_returns)
+                th[0].start()
+
+            res = run_fleet(broker.host, broker.port, devs, keys, 16, nev, 0, 0, a.procs, stop_after_window=False,
+                            rt_base=1.0, rt_max=60.0, max_s=a.outage + 120, on_ready=on_ready)
+            th[0].join()
+            br = state["br"]
+            rss = br.rss()
+            final = br.stop()
+            t = res["t_end"] - br.t_spawn
+            total, lost, extra, expected = check_store(db, res["sent"])
+            print("replay    %d keypads x %d journaled events = %d; bridge down %.0f s while keypads publish and back off" % (
+                len(devs), nev, len(devs) * nev, a.outage))
+            print("          all ACKed %.1f s after the bridge process started (%.1f s after it was ready): %.0f events/s" % (
+                t, res["t_end"] - br.t_ready, expected / t if t > 0 else 0))
+            print("          store check: %d rows, %d lost, %d duplicated; unACKed at end %d" % (total, lost, extra, res["inflight"]))
+            h = final.get("hub", {})
+            print("          hub: stored %d, duplicates %d (retransmissions ACKed again), batches %d, max batch %d; bridge RSS %.1f MB (peak %.1f MB)" % (
+                h.get("stored", 0), h.get("duplicates", 0), h.get("batches", 0), h.get("max_batch", 0), rss.get("VmRSS", 0), rss.get("VmHWM", 0)))
+            return {"t": t, "lost": lost, "extra": extra, "total": total}
+        finally:
+            broker.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=["throughput", "replay"], default="throughput")
+    ap.add_argument("--keypads", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured window (throughput)")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--events", type=int, default=0, help="events per keypad (replay: default 200)")
+    ap.add_argument("--max-rate", type=float, default=30000, help="throughput: events/s the pre-encoded supply must cover")
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--procs", type=int, default=2, help="load processes")
+    ap.add_argument("--outage", type=float, default=5.0, help="replay: seconds the bridge stays down")
+    ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--mqtt-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--user", help=argparse.SUPPRESS)
+    ap.add_argument("--password", help=argparse.SUPPRESS)
+    ap.add_argument("--serial", help=argparse.SUPPRESS)
+    ap.add_argument("--hub", choices=["real", "null"], default="real", help="null: transport-only bridge (diagnostics)")
+    a = ap.parse_args()
+    if a.role == "bridge":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return bridge_main(a)
+    print("cpus: %d (os.cpu_count), python %s" % (os.cpu_count(), sys.version.split()[0]))
+    if a.mode == "throughput":
+        throughput(a)
+    else:
+        replay(a)
+
+
+if __name__ == "__main__":
+    main()
