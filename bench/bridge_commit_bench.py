@@ -123,6 +123,9 @@ def main():
           % (n, a.keypads, rate, st["batches"], st["max_batch"]))
     print("baseline raw SQLite, 500 rows/commit: %.0f rows/s; 1 row/commit: %.0f rows/s" % (raw500, raw1))
     print("hub / raw-500 = %.2f; hub / 1-per-commit = %.1fx" % (rate / raw500, rate / raw1))
+    import resource
+
+    print("peak RSS of this process: %.0f MB" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
 if __name__ == "__main__":
