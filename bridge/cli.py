@@ -81,9 +81,10 @@ def run(config_path):
     cfg = _config(config_path)
     logfmt.setup(cfg.bridge["log_level"])
     try:
-        sys.exit(service.run(cfg))
-    except (StoreError, OSError) as e:
+        code = service.run(cfg)
+    except Exception as e:  # logged by the service; one clear line for the operator
         _fail("cannot start: %s" % e)
+    sys.exit(code)
 
 
 @click.command("check-config")

@@ -153,19 +153,27 @@ def _start_upstream(cfg, hub, store, transports):
 
 
 def run(cfg, stop=None, notifier=None, on_ready=None):
-    """Run the bridge until SIGTERM/SIGINT or `stop` (threading.Event) is set. Returns 0 on a clean stop."""
+    """Run the bridge until SIGTERM/SIGINT or `stop` (threading.Event) is set. Returns 0 on a clean stop.
+    A failure while starting stops what did start (the embedded broker too) and raises."""
     stop = stop or threading.Event()
     notifier = notifier or Notifier()
-    store = Store(cfg.bridge["db"])
-    store.migrate()
-    hub = Hub(store, rules=cfg.rules(), hall=cfg.bridge["hall"]).start()
-    host, port = cfg.http_address()
-    http = HttpServer(hub, host, port, cfg.bridge["http_token"]).start()
-    transports = Transports(cfg, hub, store).start()
-    upstream = _start_upstream(cfg, hub, store, transports)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    store = Store(cfg.bridge["db"])
+    store.migrate()
+    parts = {}
+    try:
+        parts["hub"] = hub = Hub(store, rules=cfg.rules(), hall=cfg.bridge["hall"]).start()
+        host, port = cfg.http_address()
+        parts["http"] = http = HttpServer(hub, host, port, cfg.bridge["http_token"]).start()
+        parts["transports"] = transports = Transports(cfg, hub, store)
+        transports.start()
+        parts["upstream"] = _start_upstream(cfg, hub, store, transports)
+    except BaseException as e:
+        log.error("bridge failed to start error=%r", e)
+        _shutdown(parts)
+        raise
     log.info("bridge ready hall=%s db=%s http=%s serial=%s mqtt=%s", cfg.bridge["hall"], store.path, http.url,
              cfg.serial["enabled"], cfg.mqtt["enabled"])
     notifier.send("READY=1\nSTATUS=serving %s" % http.url)
@@ -184,11 +192,23 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
                 log.error("broker refresh failed error=%r", e)
     notifier.send("STOPPING=1")
     log.info("bridge stopping: intake closed, flushing")
-    hub.stop_intake()
-    http.stop()
-    flushed = hub.stop(timeout=15)
-    if upstream is not None:
-        upstream.stop()
-    transports.close()
+    flushed = _shutdown(parts)
     log.info("bridge stopped flushed=%s stats=%s", flushed, json.dumps(hub.stats(), sort_keys=True))
     return 0
+
+
+def _shutdown(parts):
+    """Intake off, HTTP off, commit+ACK what the hub holds, upstream off, then ports and broker."""
+    hub = parts.get("hub")
+    flushed = True
+    if hub is not None:
+        hub.stop_intake()
+    if parts.get("http") is not None:
+        parts["http"].stop()
+    if hub is not None:
+        flushed = hub.stop(timeout=15)
+    if parts.get("upstream") is not None:
+        parts["upstream"].stop()
+    if parts.get("transports") is not None:
+        parts["transports"].close()
+    return flushed

@@ -67,6 +67,8 @@ class Writer:
         return s
 
     def job(self, fn, timeout, transaction):
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("hub.call from the writer thread (a hook?) would wait for itself; hand off to another thread")
         fut = concurrent.futures.Future()
         self.hub._q.put(("job", fn, fut, transaction))
         return fut.result(timeout)

@@ -134,3 +134,16 @@ def test_device_commands_keep_binding_history(tmp_path):
     p = run("log", "--audit", env=env)
     assert "device.rotate-key" in p.stdout
     assert "key" not in "".join(ln for ln in p.stdout.splitlines() if "rotate" in ln).replace("rotate-key", "")
+
+
+def test_start_failure_is_one_clear_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = tmp_path / "bridge.toml"
+        cfg.write_text('[bridge]\ndb = "%s"\nhttp_listen = "127.0.0.1:%d"\n[mqtt]\nenabled = false\n'
+                       % (tmp_path / "b.db", busy.getsockname()[1]))
+        p = run("run", "--config", str(cfg))
+    assert p.returncode == 1
+    assert "error: cannot start: [Errno 98] Address already in use" in p.stderr
+    assert "Traceback" not in p.stderr
