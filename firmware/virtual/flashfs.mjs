@@ -64,7 +64,8 @@ export function mountFlash(FS, hostDir) {
     const stream = origOpen(p, flags, mode);
     const h = host(stream.path);
     if (h && FS.isFile(stream.node.mode)) {
-      const f = stream.flags;
+      // The flags as asked for: FS.open strips O_TRUNC/O_EXCL from stream.flags.
+      const f = typeof flags === "number" ? flags : stream.flags;
       if ((f & O_TRUNC) || ((f & O_CREAT) && !fs.existsSync(h))) fs.closeSync(fs.openSync(h, "w"));
       // Opened for writing: keep a host fd beside the stream (opened now, so a later
       // rename or unlink of the path behaves on the host as it does in MEMFS).

@@ -115,9 +115,10 @@ def test_watchdog_resets_a_hung_app(flashed):
 
 IDLE_APPS = {
     # an asyncio app that never reads the console: Ctrl-C must still end it (kbd_intr is on)
-    "asyncio": "import asyncio\nasync def main():\n    while True:\n        await asyncio.sleep_ms(10)\nasyncio.run(main())\n",
+    "asyncio": "import asyncio\nasync def main():\n    print('running')\n    while True:\n        await asyncio.sleep_ms(10)\n"
+               "asyncio.run(main())\n",
     # a plain loop with time.sleep_ms: the same, as on a board
-    "sleep loop": "import time\nwhile True:\n    time.sleep_ms(10)\n",
+    "sleep loop": "import time\nprint('running')\nwhile True:\n    time.sleep_ms(10)\n",
 }
 
 
@@ -125,8 +126,10 @@ def test_ctrl_c_interrupts_apps_that_leave_kbd_intr_on(board, tmp_path):
     for name, src in IDLE_APPS.items():
         (tmp_path / "main.py").write_text(src)
         mpremote(board.port, "fs", "cp", str(tmp_path / "main.py"), ":main.py", "+", "reset")
-        board.wait_for(lambda s: s["mode"] == "app", what="%s app running" % name)
-        # mpremote's own Ctrl-C ends the app; the Ctrl-A right behind it reaches the REPL
+        with Console(board.port) as con:
+            con.wait(lambda: b"running" in con.raw, what="%s app running" % name)
+        assert board.state()["mode"] == "app", name
+        # mpremote's own Ctrl-C ends the endless app; the Ctrl-A right behind it reaches the REPL
         assert mpremote(board.port, "exec", "print('in repl')").strip() == "in repl", name
 
 
@@ -140,12 +143,15 @@ def test_flash_directory_follows_remove_rename_mkdir(board):
         "os.mkdir('/gone')",
         "os.rmdir('/gone')",
         "with open('/x.txt', 'w') as f:\n    f.write('x')",
+        "with open('/long.txt', 'w') as f:\n    f.write('a much longer first version')",
+        "with open('/long.txt', 'w') as f:\n    f.write('short')",
         "os.remove('/x.txt')",
         "try:\n    os.stat('/x.txt')\nexcept OSError as e:\n    import errno\n    print(e.errno == errno.ENOENT)",
     ]))
     assert out.strip() == "True"  # errno values are the usual ones (ENOENT = 2), not Emscripten's
     root = board.flash_dir
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["d", "d/b.bin"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["d", "d/b.bin", "long.txt"]
+    assert (root / "long.txt").read_text() == "short"  # open('w') truncates on the host too
     assert (root / "d" / "b.bin").read_bytes() == bytes(range(256)) + b"!"
 
 
