@@ -117,21 +117,22 @@ def build_image(root=ROOT):
     return Image(firmware_version(root), files)
 
 
-def make_config(device_id, key, window_id="", transport="serial", hall="", wifi=None, broker=None):
-    """The per-device config the firmware reads at boot (key as hex)."""
-    messages._check_device_id(device_id)
-    if transport not in ("serial", "mqtt"):
-        raise FlashError("transport must be serial or mqtt, not %r" % transport)
+def make_config(device_id, key, window_id="", transport="serial", hall="", wifi=None, broker=None, settings=None):
+    """The per-device config the firmware reads at boot (key as hex), checked by the firmware's own
+    validator before any board is touched. The MQTT password is derived from the key on both sides."""
+    from ..firmware import config as fwconfig
+
     if len(key) != 32:
         raise FlashError("device key must be 32 bytes")
-    cfg = {"device_id": device_id, "key": key.hex(), "window": window_id, "transport": transport, "hall": hall}
-    if transport == "mqtt":
-        if not (wifi or {}).get("ssid") or not (broker or {}).get("host"):
-            raise FlashError("an mqtt keypad needs --wifi-ssid and --broker")
+    cfg = {"device_id": device_id, "key": key.hex(), "window": window_id or "", "transport": transport, "hall": hall}
     if wifi:
         cfg["wifi"] = dict(wifi)
     if broker:
         cfg["broker"] = dict(broker)
+    cfg.update(settings or {})
+    _, err = fwconfig.validate(dict(cfg))
+    if err:
+        raise FlashError("the firmware would reject this config: %s" % err[1])
     return cfg
 
 
@@ -342,12 +343,15 @@ def check_new_device(db_path, device_id, window_id, force=False):
 
 
 def register(db_path, device_id, key, window_id, transport, hello):
-    """Store the device, its key and its window binding in one transaction."""
-    from ..bridge import devices  # the bridge core's device API (add/bind)
+    """Store the device, its key and its window binding in one transaction (the bridge's device API)."""
+    from ..bridge import devices
 
     with contextlib.closing(_db(db_path)) as conn:
-        devices.register_flashed(conn, device_id, key, window_id=window_id or None, transport=transport,
-                                 fw_version=hello.fw, board=hello.board)
+        try:
+            devices.register_flashed(conn, device_id, key, window_id=window_id or None, transport=transport,
+                                     fw_version=hello.fw, board=hello.board)
+        except devices.DeviceError as e:
+            raise FlashError("the bridge refused %s: %s" % (device_id, e)) from None
 
 
 def device_key(db_path, device_id):

@@ -43,11 +43,15 @@ def test_image_reports_a_syntax_error(src_tree):
 def test_config_checks():
     cfg = fl.make_config("KP-0001", KEY, "W01", "serial", "hall1")
     assert cfg["key"] == KEY.hex() and cfg["window"] == "W01"
-    with pytest.raises(fl.FlashError, match="mqtt keypad needs"):
-        fl.make_config("KP-0001", KEY, "W01", "mqtt")
-    with pytest.raises(fl.FlashError, match="transport"):
-        fl.make_config("KP-0001", KEY, "W01", "lora")
-    with pytest.raises(Exception, match="device id"):
+    mqtt = fl.make_config("KP-0001", KEY, "W01", "mqtt", "hall1", broker={"host": "10.0.0.2", "port": 1883})
+    assert "password" not in mqtt["broker"]  # both sides derive it from the key
+    # the firmware's own validator (pingjia.firmware.config) judges the config before any board is touched
+    for kw, why in [(dict(transport="mqtt"), "mqtt needs broker.host and hall"),
+                    (dict(transport="lora"), "transport must be serial or mqtt"),
+                    (dict(settings={"heartbeat_s": 1}), "heartbeat_s must be 5..3600")]:
+        with pytest.raises(fl.FlashError, match="the firmware would reject this config: " + why):
+            fl.make_config("KP-0001", KEY, "W01", **kw)
+    with pytest.raises(fl.FlashError, match="device_id missing or invalid"):
         fl.make_config("KP 0001!", KEY)
 
 
