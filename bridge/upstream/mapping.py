@@ -13,6 +13,7 @@ quarantines the record with the error text: it is never sent half-mapped).
 """
 import datetime as _dt
 import re
+import time as _time
 import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -83,6 +84,7 @@ class Profile:
             errors.append(str(e))
             self.strftime = "%Y-%m-%d %H:%M:%S"
         self.time_re = _time_regex(self.time_format)
+        self._offsets = {}
         if "channel" not in d:
             errors.append("channel (the pf code of a desk keypad) is required")
         self.channel = d.get("channel")
@@ -145,6 +147,8 @@ class Profile:
                 errors.append("[unrated.record] needs a field whose source is idem_key")
         else:
             self.unrated_idem_field = None
+        self._uses_finished_rating = "finished_time" in self.record.values()
+        self._uses_finished_unrated = "finished_time" in self.unrated_record.values()
         self.sat_field = self._field_for(self.record, "satisfaction")
         self.reason_field = self._field_for(self.record, "eval_detail")
         self.writing_field = self._field_for(self.record, "writing")
@@ -165,7 +169,12 @@ class Profile:
 
     # -- internal -> platform -------------------------------------------------------
     def fmt_time(self, ts):
-        return _dt.datetime.fromtimestamp(ts, self.tz).strftime(self.strftime)
+        # the zone's UTC offset, looked up once per hour of time (hot path: one per record)
+        h = int(ts // 3600)
+        off = self._offsets.get(h)
+        if off is None:
+            off = self._offsets[h] = _dt.datetime.fromtimestamp(ts, self.tz).utcoffset().total_seconds()
+        return _time.strftime(self.strftime, _time.gmtime(ts + off))
 
     def parse_time(self, text):
         if not isinstance(text, str) or not self.time_re.match(text):
@@ -180,15 +189,39 @@ class Profile:
             return "" if value is None else str(value)
         return value
 
+    def _plan(self, table):
+        """[(out, source or None, literal, cast or None)]: the table compiled once (hot path)."""
+        key = id(table)
+        plan = self._plans.get(key) if hasattr(self, "_plans") else None
+        if plan is None:
+            plan = []
+            for out, src in table.items():
+                t = self.types.get(out)
+                cast = int if t == "int" else (str if t == "str" else None)
+                if src.startswith("="):
+                    plan.append((out, None, cast(src[1:]) if cast else src[1:], None))
+                else:
+                    plan.append((out, src, None, cast))
+            self._plans = getattr(self, "_plans", {})
+            self._plans[key] = plan
+        return plan
+
     def _emit(self, table, values):
         rec = {}
-        for out, src in table.items():
-            v = src[1:] if src.startswith("=") else values.get(src)
-            rec[out] = self._cast(out, "" if v is None else v)
+        for out, src, lit, cast in self._plan(table):
+            if src is None:
+                rec[out] = lit
+                continue
+            v = values.get(src)
+            if v is None:
+                v = ""
+            rec[out] = cast(v) if cast is not None else v
         return rec
 
-    def _common(self, rec, ctx):
+    def _common(self, rec, ctx, table):
+        uses_finished = self._uses_finished_rating if table is self.record else self._uses_finished_unrated
         return {
+            "finished_time": self.fmt_time(rec["finished_at"]) if uses_finished and rec.get("finished_at") else "",
             "project_no": rec.get("project_no", ""),
             "task_code": rec.get("task_code", ""),
             "task_name": rec.get("task_name", ""),
@@ -205,7 +238,6 @@ class Profile:
             "hall": ctx.get("hall", ""),
             "channel": self.channel,
             "idem_key": rec["idem_key"],
-            "finished_time": self.fmt_time(rec["finished_at"]) if rec.get("finished_at") else "",
         }
 
     def map_rating(self, rec, ctx=None):
@@ -230,7 +262,7 @@ class Profile:
         writing = rec.get("writing") or ""
         if stars <= self.bad_max_stars and self.bad_requires_reason and not codes and not writing:
             raise MappingError("差评 (%d★) without a reason: profile %s requires evalDetail or writingEvaluation" % (stars, self.name))
-        values = self._common(rec, ctx)
+        values = self._common(rec, ctx, self.record)
         values.update({
             "satisfaction": self.satisfaction[stars],
             "stars": stars,
@@ -241,13 +273,19 @@ class Profile:
             "device_id": rec.get("device_id", ""),
             "seq": rec.get("seq", ""),
         })
-        return self._emit(self.record, values)
+        try:
+            return self._emit(self.record, values)
+        except ValueError as e:  # a [types] int on a field that is not a number
+            raise MappingError("profile %s: %s" % (self.name, e)) from None
 
     def map_unrated(self, rec, ctx=None):
         """Internal unrated-case record -> platform dict (never carries a satisfaction)."""
         if not self.unrated_send:
             raise MappingError("profile %s does not send unrated records" % self.name)
-        return self._emit(self.unrated_record, self._common(rec, ctx or {}))
+        try:
+            return self._emit(self.unrated_record, self._common(rec, ctx or {}, self.unrated_record))
+        except ValueError as e:
+            raise MappingError("profile %s: %s" % (self.name, e)) from None
 
     # -- platform -> check (the reference receiver) -----------------------------------
     def check(self, r, kind="rating"):

@@ -25,6 +25,7 @@ import http.client
 import json
 import logging
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -332,6 +333,7 @@ class Sender:
                 c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.cfg["connect_timeout"])
             c.connect()
             c.sock.settimeout(self.cfg["timeout"])
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._http = c
         return self._http
 
