@@ -57,13 +57,37 @@ def pressed_at(received_at, age_ms):
     return t, False
 
 
-def apply(conn, msg, raw, via, received_at, rules, now):
+INSERT_EVENT = """INSERT INTO events (device_id, seq, boot, kind, stars, token, ref_seq, codes, age_ms, nth, dt_ms,
+    digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
+
+
+def known_digests(conn, keys):
+    """{(device_id, seq): digest} of the events among `keys` already stored: one query per batch."""
+    out = {}
+    keys = list(keys)
+    for i in range(0, len(keys), 400):
+        part = keys[i:i + 400]
+        sql = "SELECT device_id, seq, digest FROM events WHERE (device_id, seq) IN (VALUES %s)" % ",".join(["(?,?)"] * len(part))
+        for d, sq, dig in conn.execute(sql, [x for k in part for x in k]):
+            out[(d, sq)] = dig
+    return out
+
+
+def apply(conn, msg, raw, via, received_at, rules, now, known=None, deferred=None):
     """Store a journaled event. Returns (outcome, effects); outcome is
-    'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing)."""
+    'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing).
+    Batch mode: `known` is known_digests() of the batch (kept up to date here) and
+    `deferred` a list collecting UNSOLICITED rows (nothing refers to them) for one
+    executemany(INSERT_EVENT) before COMMIT."""
     dig = digest(msg, raw)
-    old = conn.execute("SELECT digest FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.seq)).fetchone()
+    key = (msg.device_id, msg.seq)
+    if known is None:
+        old = conn.execute("SELECT digest FROM events WHERE device_id = ? AND seq = ?", key).fetchone()
+        old = old[0] if old else None
+    else:
+        old = known.get(key)
     if old is not None:
-        return ("duplicate" if old[0] == dig else "replay"), []
+        return ("duplicate" if old == dig else "replay"), []
     at, clamped = pressed_at(received_at, msg.age_ms)
     if clamped:
         audit(conn, now, msg.device_id, "event.time-clamped", "seq %d" % msg.seq,
@@ -75,12 +99,15 @@ def apply(conn, msg, raw, via, received_at, rules, now):
         case_id, disp = _reason(conn, msg, at, rules, now)
     else:
         case_id, disp = None, "unsolicited"
-    conn.execute(
-        """INSERT INTO events (device_id, seq, boot, kind, stars, token, ref_seq, codes, age_ms, nth, dt_ms,
-           digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-        (msg.device_id, msg.seq, msg.boot, m.SCHEMA[msg.type][0], getattr(msg, "stars", None), getattr(msg, "token", None),
-         getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
-         msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at, case_id, disp))
+    row = (msg.device_id, msg.seq, msg.boot, m.SCHEMA[msg.type][0], getattr(msg, "stars", None), getattr(msg, "token", None),
+           getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
+           msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at, case_id, disp)
+    if deferred is not None and msg.type == m.UNSOLICITED:
+        deferred.append(row)
+    else:
+        conn.execute(INSERT_EVENT, row)
+    if known is not None:
+        known[key] = dig
     return "stored", effects
 
 

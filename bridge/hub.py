@@ -205,17 +205,34 @@ class Hub:
         raw = m.encode(m.Message(mtype, device_id, self._boot.get(device_id, 0), seq, **fields), signer)
         return self._send(link, device_id, raw)
 
-    def send_ack(self, device_id, link, seqs, cmd_seq=0):
+    def ack_messages(self, device_id, seqs, cmd_seq=0):
+        """Signed ACK messages naming `seqs` (split to fit 512 bytes); [] when the key is gone."""
         signer = self._signers.get(device_id)
         if signer is None:
-            return False
-        ok = True
+            return []
         seqs = sorted(set(seqs))
         per = ack_capacity(device_id)
         boot = self._boot.get(device_id, 0)
-        for i in range(0, len(seqs), per):
-            ok = self._send(link, device_id, ack_bytes(device_id, boot, cmd_seq, seqs[i:i + per], signer)) and ok
-        return ok
+        return [ack_bytes(device_id, boot, cmd_seq, seqs[i:i + per], signer) for i in range(0, len(seqs), per)]
+
+    def send_acks(self, acks):
+        """acks: {(device_id, link): [seq, ...]}. A link with `send_many([(device_id, raw), ...])`
+        gets one call per batch (one wake-up of its I/O thread); others get send() per message."""
+        by_link = {}
+        for (dev, link), seqs in acks.items():
+            by_link.setdefault(link, []).extend((dev, raw) for raw in self.ack_messages(dev, seqs))
+        n = 0
+        for link, msgs in by_link.items():
+            many = getattr(link, "send_many", None)
+            if many is not None:
+                try:
+                    many(msgs)
+                    n += len(msgs)
+                except Exception as e:
+                    log.info("send failed link=%s messages=%d error=%r", getattr(link, "name", "?"), len(msgs), e)
+                continue
+            n += sum(1 for dev, raw in msgs if self._send(link, dev, raw))
+        return n
 
     def _send(self, link, device_id, raw):
         try:

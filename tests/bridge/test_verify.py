@@ -142,3 +142,24 @@ def test_bad_item_left_out_rest_of_batch_committed(hub, link, kp, store, caplog,
     assert [r["seq"] for r in q(store, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 4, 5]
     assert sorted(link.acked(kp)) == [1, 2, 4, 5]
     assert any("message not stored" in r.getMessage() and "boom" in r.getMessage() for r in caplog.records)
+
+
+def test_link_with_send_many_gets_acks_in_bulk(hub, kp, store):
+    class BulkLink:
+        name = "bulk"
+
+        def __init__(self):
+            self.calls = []
+
+        def send(self, device_id, raw):
+            raise AssertionError("send_many should be used for ACKs")
+
+        def send_many(self, msgs):
+            self.calls.append(list(msgs))
+
+    lk = BulkLink()
+    for _ in range(10):
+        hub.submit(kp.unsolicited(5), lk)
+    _drain(hub)
+    seqs = sorted(s for call in lk.calls for d, raw in call for s in m.decode(raw, kp.key).seqs)
+    assert seqs == list(range(1, 11)) and len(lk.calls) <= 10
