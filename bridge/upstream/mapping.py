@@ -52,10 +52,13 @@ def java_to_strftime(fmt):
     return out
 
 
+_GROUPS = {"yyyy": "Y", "MM": "mo", "dd": "d", "HH": "H", "mm": "mi", "ss": "S"}
+
+
 def _time_regex(fmt):
     pat = re.escape(fmt)
     for java, _ in _JAVA_TOKENS:
-        pat = pat.replace(re.escape(java), r"\d{%d}" % len(java))
+        pat = pat.replace(re.escape(java), r"(?P<%s>\d{%d})" % (_GROUPS[java], len(java)))
     return re.compile("^" + pat + "$")
 
 
@@ -177,9 +180,13 @@ class Profile:
         return _time.strftime(self.strftime, _time.gmtime(ts + off))
 
     def parse_time(self, text):
-        if not isinstance(text, str) or not self.time_re.match(text):
+        m = self.time_re.match(text) if isinstance(text, str) else None
+        if m is None:
             raise ValueError("not %s" % self.time_format)
-        return _dt.datetime.strptime(text, self.strftime).replace(tzinfo=self.tz).timestamp()
+        g = m.groupdict()
+        # datetime() checks the ranges (month 13, Feb 30, hour 24 raise ValueError)
+        return _dt.datetime(int(g["Y"]), int(g.get("mo") or 1), int(g.get("d") or 1), int(g.get("H") or 0),
+                            int(g.get("mi") or 0), int(g.get("S") or 0), tzinfo=self.tz).timestamp()
 
     def _cast(self, out, value):
         t = self.types.get(out)
@@ -288,27 +295,42 @@ class Profile:
             raise MappingError("profile %s: %s" % (self.name, e)) from None
 
     # -- platform -> check (the reference receiver) -----------------------------------
+    def _check_plan(self, kind):
+        plan = self._plans.get(("check", kind)) if hasattr(self, "_plans") else None
+        if plan is None:
+            table = self.record if kind == "rating" else self.unrated_record
+            required = self.required_rating if kind == "rating" else self.required_unrated
+            lits = [(out, src[1:]) for out, src in table.items() if src.startswith("=")]
+            chans = [out for out, src in table.items() if src == "channel"]
+            fins = [out for out, src in table.items() if src == "finished_time"]
+            plan = (list(table), required, lits, chans, fins)
+            self._plans = getattr(self, "_plans", {})
+            self._plans[("check", kind)] = plan
+        return plan
+
     def check(self, r, kind="rating"):
         """Problems with one received record (empty list = valid)."""
         if not isinstance(r, dict):
             return ["record is not an object"]
-        problems = []
-        table = self.record if kind == "rating" else self.unrated_record
         if kind == "unrated" and not self.unrated_send:
             return ["this profile takes no unrated records"]
-        for out in table:
+        problems = []
+        fields, required, lits, chans, fins = self._check_plan(kind)
+        for out in fields:
             if out not in r:
                 problems.append("%s missing" % out)
-        required = self.required_rating if kind == "rating" else self.required_unrated
         for out in required:
-            if out in r and (r[out] is None or str(r[out]).strip() == ""):
+            v = r.get(out)
+            if out in r and (v is None or v == "" or (isinstance(v, str) and not v.strip())):
                 problems.append("%s empty" % out)
-        for out, src in table.items():
-            if src.startswith("=") and out in r and str(r[out]) != src[1:]:
-                problems.append("%s must be %r" % (out, src[1:]))
-            if src == "channel" and out in r and str(r[out]) != str(self.channel):
+        for out, lit in lits:
+            if out in r and str(r[out]) != lit:
+                problems.append("%s must be %r" % (out, lit))
+        for out in chans:
+            if out in r and str(r[out]) != str(self.channel):
                 problems.append("%s %r is not this platform's desk-keypad channel %r" % (out, r[out], self.channel))
-            if src == "finished_time" and r.get(out):
+        for out in fins:
+            if r.get(out):
                 try:
                     self.parse_time(r[out])
                 except ValueError:

@@ -342,9 +342,8 @@ class Sender:
             self._http.close()
             self._http = None
 
-    def post(self, body, batch_key):
-        """POST one batch; the parsed JSON answer, or BatchFailed."""
-        now = self.clock()
+    def _request(self, body, batch_key):
+        """Send one batch's request (the answer is read by _response)."""
         headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": batch_key}
         if self.key is not None:
             headers.update(signing.sign_headers(self.key, "POST", self.path, body, self.cfg["sign_alg"],
@@ -352,9 +351,17 @@ class Sender:
         try:
             c = self._conn()
             c.request("POST", self.path, body=body, headers=headers)
-            resp = c.getresponse()
-            data = resp.read()
         except (OSError, http.client.HTTPException) as e:
+            self.close()
+            raise BatchFailed("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__) from None
+
+    def _response(self):
+        """Read the answer to the request in flight: the results list, or BatchFailed."""
+        now = self.clock()
+        try:
+            resp = self._http.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException, AttributeError) as e:
             self.close()
             raise BatchFailed("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__) from None
         if resp.getheader("Connection", "").lower() == "close":
@@ -372,48 +379,68 @@ class Sender:
             raise BatchFailed("answer is not {\"results\": [...]}: %r" % data[:200]) from None
         return results
 
+    def post(self, body, batch_key):
+        """POST one batch; the parsed results, or BatchFailed."""
+        self._request(body, batch_key)
+        return self._response()
+
     # -- one batch ----------------------------------------------------------------------
     def _backoff(self, attempts):
         d = min(self.cfg["backoff_max"], self.cfg["backoff_base"] * (2 ** min(attempts - 1, 40)))
         return d / 2 + self.rng.uniform(0, d / 2)
 
-    def run_once(self):
-        """Send one batch of due records. Returns a dict of what happened
-        ('wait' > 0 when nothing was due or the circuit is open)."""
-        now = self.clock()
-        if now < self.open_until:
-            return {"wait": self.open_until - now}
-        cur = self.conn.execute(SELECT_DUE, (now, self.cfg["batch_size"]))
+    def _prepare(self, now, exclude=()):
+        """Select and map the next due batch (nothing written yet). None when nothing is due."""
+        if exclude:
+            sql = SELECT_DUE.replace("ORDER BY", "AND o.id NOT IN (%s)\nORDER BY" % ",".join("?" * len(exclude)))
+            cur = self.conn.execute(sql, (now, *exclude, self.cfg["batch_size"]))
+        else:
+            cur = self.conn.execute(SELECT_DUE, (now, self.cfg["batch_size"]))
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r)) for r in cur.fetchall()]
         if not rows:
-            nxt = self.conn.execute("SELECT MIN(next_try_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
-            return {"wait": self.cfg["poll_interval"] if nxt is None else min(self.cfg["poll_interval"], max(0.0, nxt - now))}
-        ratings, unrated, ids = [], [], {}
-        local_q, skipped = [], []
+            return None
+        b = {"rows": rows, "ids": {}, "local_q": [], "skipped": [], "body": None}
+        ratings, unrated = [], []
+        prof = self.profile
         for r in rows:
             try:
                 if r["kind"] == "unrated":
-                    if not self.profile.unrated_send:
-                        skipped.append(r["id"])
+                    if not prof.unrated_send:
+                        b["skipped"].append(r["id"])
                         continue
-                    unrated.append(self.profile.map_unrated(r, self.ctx))
+                    unrated.append(prof.map_unrated(r, self.ctx))
                 else:
-                    ratings.append(self.profile.map_rating(r, self.ctx))
-                ids[r["idem_key"]] = r
+                    ratings.append(prof.map_rating(r, self.ctx))
+                b["ids"][r["idem_key"]] = r
             except mapping.MappingError as e:
-                local_q.append((r, "mapping: %s" % e))
-        stats = {"batch": len(rows), "sent": 0, "duplicate": 0, "quarantined": 0, "skipped": len(skipped), "retry": 0, "wait": 0.0}
-        results, failure = [], None
-        if ids:
-            body = json.dumps({"profile": self.profile.name, "records": ratings, "unrated": unrated},
-                              ensure_ascii=False, separators=(",", ":")).encode()
-            batch_key = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
+                b["local_q"].append((r, "mapping: %s" % e))
+        if b["ids"]:
+            b["body"] = json.dumps({"profile": prof.name, "records": ratings, "unrated": unrated},
+                                   ensure_ascii=False, separators=(",", ":")).encode()
+            b["key"] = hashlib.sha256("\n".join(sorted(b["ids"])).encode()).hexdigest()[:32]
+        return b
+
+    def _start(self, b):
+        """Send the batch's request; a failure is kept in the batch for _finish."""
+        b["failure"] = None
+        if b["body"] is not None:
             self.totals["requests"] += 1
             try:
-                results = self.post(body, batch_key)
+                self._request(b["body"], b["key"])
+            except BatchFailed as e:
+                b["failure"] = e
+
+    def _finish(self, b):
+        """Read the answer and write every record's outcome in one transaction. Returns stats."""
+        results, failure = [], b["failure"]
+        ids, rows, skipped, local_q = b["ids"], b["rows"], b["skipped"], b["local_q"]
+        if b["body"] is not None and failure is None:
+            try:
+                results = self._response()
             except BatchFailed as e:
                 failure = e
+        stats = {"batch": len(rows), "sent": 0, "duplicate": 0, "quarantined": 0, "skipped": len(skipped), "retry": 0, "wait": 0.0}
         now = self.clock()
         done, quarantine, retry = [], [], []
         if failure is None:
@@ -468,8 +495,11 @@ class Sender:
                 self.conn.executemany(
                     "UPDATE outbox SET attempts = attempts + 1, next_try_at = ?, last_error = ? "
                     "WHERE id = ? AND state = 'pending'", upd)
-        for r, why in quarantine:
-            log.warning("upstream: outbox record %d (case %s, %s) quarantined: %s", r["id"], r["case_id"], r["idem_key"], why)
+        if quarantine:  # one line per batch: a platform that refuses everything must not flood the journal
+            r, why = quarantine[0]
+            log.warning("upstream: %d record(s) quarantined, e.g. outbox %d (%s): %s", len(quarantine), r["id"], r["idem_key"], why)
+            for r, why in quarantine[1:]:
+                log.info("upstream: outbox record %d (%s) quarantined: %s", r["id"], r["idem_key"], why)
         stats["quarantined"] = len(quarantine)
         stats["retry"] = len(retry)
         for k in ("sent", "duplicate", "quarantined", "skipped"):
@@ -496,18 +526,58 @@ class Sender:
             self.last_ok_at = now
         return stats
 
+    def run_once(self):
+        """Send one batch of due records. Returns a dict of what happened
+        ('wait' > 0 when nothing was due or the circuit is open)."""
+        now = self.clock()
+        if now < self.open_until:
+            return {"wait": self.open_until - now}
+        b = self._prepare(now)
+        if b is None:
+            return self._idle(now)
+        self._start(b)
+        return self._finish(b)
+
+    def _idle(self, now):
+        nxt = self.conn.execute("SELECT MIN(next_try_at) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        return {"wait": self.cfg["poll_interval"] if nxt is None else min(self.cfg["poll_interval"], max(0.0, nxt - now))}
+
+    def pump(self, max_batches=None):
+        """Send due batches back to back, pipelined: while the platform works on one
+        batch, the next is selected and mapped. Returns summed stats and the wait."""
+        total = {"sent": 0, "duplicate": 0, "quarantined": 0, "skipped": 0, "retry": 0, "batches": 0, "wait": 0.0}
+        now = self.clock()
+        if now < self.open_until:
+            total["wait"] = self.open_until - now
+            return total
+        b = self._prepare(now)
+        while b is not None:
+            self._start(b)
+            nxt = None
+            if b["failure"] is None and (max_batches is None or total["batches"] + 1 < max_batches):
+                nxt = self._prepare(self.clock(), exclude=[r["id"] for r in b["rows"]])
+            s = self._finish(b)
+            total["batches"] += 1
+            for k in ("sent", "duplicate", "quarantined", "skipped", "retry"):
+                total[k] += s[k]
+            if s["wait"] or s["retry"]:
+                total["wait"] = s["wait"]
+                return total  # a failure: the prepared batch is dropped (its rows are untouched, still pending)
+            b = nxt
+        total["wait"] = self._idle(self.clock())["wait"]
+        return total
+
     def drain(self, max_seconds=None, sleep=time.sleep):
         """Send until nothing is due (or max_seconds pass); returns the summed stats."""
         total = {"sent": 0, "duplicate": 0, "quarantined": 0, "skipped": 0, "retry": 0, "batches": 0}
         t0 = time.monotonic()
         while max_seconds is None or time.monotonic() - t0 < max_seconds:
-            s = self.run_once()
-            if "batch" not in s:
-                break
-            total["batches"] += 1
-            for k in ("sent", "duplicate", "quarantined", "skipped", "retry"):
+            s = self.pump(max_batches=20)
+            for k in total:
                 total[k] += s[k]
-            if s.get("wait"):
+            if not s["batches"]:
+                break
+            if s["retry"] and s["wait"]:
                 sleep(min(s["wait"], 1.0))
         return total
 
@@ -517,7 +587,7 @@ class Sender:
         try:
             while not stop.is_set():
                 try:
-                    s = self.run_once()
+                    s = self.pump(max_batches=50)
                 except sqlite3.OperationalError as e:  # busy store: try again shortly
                     log.info("upstream: store busy (%s); retrying", e)
                     s = {"wait": 0.5}
@@ -525,7 +595,7 @@ class Sender:
                     log.exception("upstream: sender error; retrying in 5s")
                     s = {"wait": 5.0}
                 wait = s.get("wait", 0.0)
-                if "batch" in s and not s.get("wait"):
+                if s.get("batches") and not wait:
                     continue
                 self._wake.wait(wait)
                 self._wake.clear()
