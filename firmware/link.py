@@ -21,6 +21,9 @@ except ImportError:  # CPython
 
 
 from ..protocol import framing, topics
+from ..protocol.auth import hmac_sha256
+
+PASSWORD_LABEL = b"pingjia-mqtt-password-v1"  # same derivation as bridge/broker.py
 
 IDLE_MS = const(200)  # a frame still incomplete after this much quiet is cut
 BACKOFF_MS = const(1000)
@@ -80,6 +83,11 @@ class SerialLink:
         pass
 
 
+def mqtt_password(key):
+    """The keypad's broker password when the config has none: HMAC-SHA256(key, label), 32 hex digits."""
+    return "".join("%02x" % x for x in hmac_sha256(key, PASSWORD_LABEL)[:16])
+
+
 class MqttLink:
     """MQTT through an umqtt.simple-compatible client made by board.mqtt_client().
 
@@ -93,7 +101,7 @@ class MqttLink:
         self.board = board
         b = cfg["broker"]
         self.host, self.port = b["host"], int(b["port"])
-        self.user, self.password = b["user"], b["password"]
+        self.user, self.password = b["user"], b["password"] or mqtt_password(cfg["key"])
         self.keepalive = int(b.get("keepalive", 60))
         dev, hall = cfg["device_id"], cfg["hall"]
         self.t_up = topics.up(hall, dev)
