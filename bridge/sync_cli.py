@@ -356,7 +356,8 @@ def register(group):
                   help="One row per this period (weeks start on Monday).")
     @click.option("--since", default=None, help="From this local date (default: the first finished case).")
     @click.option("--until", default=None, help="Up to (excluding) this local date (default: tomorrow).")
-    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+                  help="Aligned table, CSV (all columns) or JSON.")
     def report(ctx, by, period, since, until, fmt):
         """评价率, 满意率, 差评 count and 整改率 (computed in SQL) per window/clerk/dept/matter and day/week/month."""
         from . import reports
@@ -371,13 +372,14 @@ def register(group):
     @group.command("receiver")
     @click.option("--profile", default="zhejiang", show_default=True, help="Profile the records are validated against.")
     @click.option("--db", "db", default="var/receiver.db", show_default=True, help="Receiver's own SQLite file.")
-    @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=8090, show_default=True, type=int)
-    @click.option("--sign-alg", type=click.Choice(["hmac-sha256", "hmac-sm3", "none"]), default="hmac-sha256", show_default=True)
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+    @click.option("--port", default=8090, show_default=True, type=int, help="Port to listen on.")
+    @click.option("--sign-alg", type=click.Choice(["hmac-sha256", "hmac-sm3", "none"]), default="hmac-sha256",
+                  show_default=True, help="Signature the receiver insists on.")
     @click.option("--key", "sign_key", default="", envvar="PINGJIA_UPSTREAM_KEY",
                   help="Signing key ('hex:...' or text; env PINGJIA_UPSTREAM_KEY).")
     @click.option("--fail-rate", type=float, default=0.0, help="Share of batches answered with --fail-status.")
-    @click.option("--fail-status", type=int, default=503, show_default=True)
+    @click.option("--fail-status", type=int, default=503, show_default=True, help="HTTP status of injected failures.")
     @click.option("--retry-after", type=float, default=None, help="Retry-After seconds on 429/503.")
     @click.option("--delay", type=float, default=0.0, help="Sleep this long before every answer.")
     @click.option("--reject-project", "reject_projects", multiple=True, help="Reject records of this projectNo.")
