@@ -50,9 +50,10 @@ class Board:
         pass
 
 
-from pingjia.firmware import config, run
+from pingjia.firmware import run
+cfg, err = run.load_config("/")
 
-cfg, err = config.load("/")
+
 board = Board()
 clock = run.Clock(board.now_ms)
 app = run.build(board, cfg, err, clock())

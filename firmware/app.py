@@ -31,7 +31,7 @@ except ImportError:  # CPython
 from ..protocol import messages as M
 from ..protocol.auth import Signer
 from ..protocol.errors import ProtocolError
-from . import config, ui
+from . import ui
 from .keys import Keys, STARS
 from .version import VERSION
 
@@ -51,7 +51,8 @@ class App:
         self.err = err  # (blink code, text) when the config is unusable
         self.dev = cfg.get("device_id") or "?"
         key = cfg.get("key")
-        self.signer = Signer(key) if isinstance(key, bytes) and len(key) == 32 and config._device_ok(self.dev) else None
+        # config.validate() turns the key into bytes only once device_id passed
+        self.signer = Signer(key) if isinstance(key, bytes) and len(key) == 32 else None
         self.boot = journal.boot if journal else 0
         self.board_name = getattr(board, "name", None) or _platform()
         nreason = getattr(board, "reason_keys", 0)
@@ -191,6 +192,8 @@ class App:
             self.hello(now)
 
     def _config(self, items):
+        from . import config  # only here: the module is not kept in RAM after boot
+
         for k, v in items:
             try:
                 self.cfg[k] = config.check_int(k, v)

@@ -22,7 +22,6 @@ except ImportError:  # CPython
         return x
 
 
-from . import config
 from .app import App
 from .journal import Journal
 from .link import MqttLink, SerialLink
@@ -42,6 +41,21 @@ def board_module(name):
     else:
         from .boards import host as m
     return m
+
+
+def load_config(root):
+    """config.load(), then drop the config module: it is needed only at boot
+    (a CONFIG command imports it again), and its code would stay in RAM."""
+    from . import config
+
+    try:
+        return config.load(root)
+    finally:
+        del config
+        sys.modules.pop(__name__.rpartition(".")[0] + ".config", None)
+        pkg = sys.modules.get(__name__.rpartition(".")[0])
+        if pkg is not None and "config" in pkg.__dict__:
+            delattr(pkg, "config")
 
 
 def build(board, cfg, err, now):
@@ -77,7 +91,7 @@ class Clock:
 
 async def main(board=None, root="/", period_ms=PERIOD_MS):
     """Boot and run the keypad until Ctrl-C. Returns the App (for tests)."""
-    cfg, err = config.load(root)
+    cfg, err = load_config(root)
     if err:
         print("pingjia: config error %d: %s" % err)
     if board is None:
