@@ -23,3 +23,7 @@ def main():
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(main)
+
+
+if __name__ == "__main__":
+    main()

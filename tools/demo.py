@@ -39,13 +39,13 @@ MARKER = ".pingjia-demo"
 
 
 def _free_port(preferred):
+    """`preferred` when it is free, else (or when 0) a free port."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))
-            return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        return s.getsockname()[1]
 
 
 def _http(url, body=None):
