@@ -383,12 +383,18 @@ def register(group):
     @click.option("--retry-after", type=float, default=None, help="Retry-After seconds on 429/503.")
     @click.option("--delay", type=float, default=0.0, help="Sleep this long before every answer.")
     @click.option("--reject-project", "reject_projects", multiple=True, help="Reject records of this projectNo.")
-    def receiver(profile, db, host, port, sign_alg, sign_key, fail_rate, fail_status, retry_after, delay, reject_projects):
+    @click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False),
+                  help="Serve HTTPS with this certificate (PEM).")
+    @click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False),
+                  help="Private key of --tls-cert (PEM; omit when inside the cert file).")
+    def receiver(profile, db, host, port, sign_alg, sign_key, fail_rate, fail_status, retry_after, delay, reject_projects,
+                 tls_cert, tls_key):
         """Run the reference upstream receiver: validates signed batches against a profile,
         stores each record once by idempotency key, fails on demand (also via POST /admin/faults)."""
         from .upstream import receiver as rcv
         if sign_alg != "none" and not sign_key:
             raise click.UsageError("--key is required unless --sign-alg none")
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-        rcv.main(profile, db, host, port, sign_alg, sign_key, fail_rate=fail_rate, fail_status=fail_status,
+        rcv.main(profile, db, host, port, sign_alg, sign_key, tls_cert=tls_cert, tls_key=tls_key,
+                 fail_rate=fail_rate, fail_status=fail_status,
                  retry_after=retry_after, delay=delay, reject_projects=list(reject_projects))

@@ -40,6 +40,8 @@ from . import mapping, signing
 
 log = logging.getLogger("pingjia.upstream.receiver")
 
+_ENC = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
 FAULT_KEYS = {"down", "fail_next", "fail_rate", "fail_status", "retry_after", "delay", "hang_next", "hang_s",
               "reject_keys", "reject_projects"}
 
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS rejects (
 
 class Receiver:
     def __init__(self, profile="zhejiang", db=":memory:", host="127.0.0.1", port=0, sign_alg="hmac-sha256",
-                 sign_key="", skew=300, seed=None, **faults):
+                 sign_key="", skew=300, seed=None, tls_cert=None, tls_key=None, **faults):
         self.profile = profile if isinstance(profile, mapping.Profile) else mapping.load(profile)
         self.sign_alg = sign_alg
         self.sign_key = signing.key_bytes(sign_key) if sign_alg != "none" else None
@@ -84,11 +86,18 @@ class Receiver:
         self.httpd.block_on_close = False
         self.httpd.receiver = self
         self.host, self.port = self.httpd.server_address[:2]
+        self.scheme = "http"
+        if tls_cert:  # HTTPS: the platform's real transport
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls_cert, tls_key)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self._thread = None
 
     @property
     def url(self):
-        return "http://%s:%d/api/evaluations" % (self.host, self.port)
+        return "%s://%s:%d/api/evaluations" % (self.scheme, self.host, self.port)
 
     def set_faults(self, **faults):
         bad = set(faults) - FAULT_KEYS
@@ -179,7 +188,7 @@ class Receiver:
                 else:
                     num, stars = None, None
                 proj = r.get(self.profile.project_field, "") if self.profile.project_field else ""
-                rows.append((key, kind, proj, num, stars, json.dumps(r, ensure_ascii=False), now))
+                rows.append((key, kind, proj, num, stars, _ENC.encode(r), now))
                 results.append({"idemKey": key, "status": None})
         # store: one transaction for the batch, set-wise (a platform takes thousands per second)
         with self.lock:
@@ -318,8 +327,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"results": results})
 
 
-def main(profile, db, host, port, sign_alg, sign_key, **faults):
-    rc = Receiver(profile=profile, db=db, host=host, port=port, sign_alg=sign_alg, sign_key=sign_key, **faults)
+def main(profile, db, host, port, sign_alg, sign_key, tls_cert=None, tls_key=None, **faults):
+    rc = Receiver(profile=profile, db=db, host=host, port=port, sign_alg=sign_alg, sign_key=sign_key,
+                  tls_cert=tls_cert, tls_key=tls_key, **faults)
     print("receiver: profile %s, %s, listening on %s" % (rc.profile.name, sign_alg, rc.url), flush=True)
     try:
         rc.serve_forever()

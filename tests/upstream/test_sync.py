@@ -257,3 +257,22 @@ def test_config_validation_messages():
         assert frag in text, frag
     assert snd.validate({"enabled": True}) and "endpoint is required" in snd.validate({"enabled": True})[0]
     assert "sign_key or sign_key_file is required" in "\n".join(snd.validate({"endpoint": "https://p.example/api"}))
+
+
+@pytest.mark.expect_warnings
+def test_https_with_a_private_ca(db, receiver, tmp_path, caplog):
+    import subprocess
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=platform.test", "-days", "1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    seed_ratings(db, 30)
+    rc = receiver(sign_alg="hmac-sm3", tls_cert=str(cert), tls_key=str(key))
+    assert rc.url.startswith("https://127.0.0.1:")
+    untrusted = Sender(db, sender_cfg(rc.url, sign_alg="hmac-sm3"))
+    assert untrusted.run_once()["retry"] == 30  # certificate not trusted: nothing sent, nothing lost
+    assert "CERTIFICATE_VERIFY_FAILED" in outbox(db)[0]["last_error"]
+    db.execute("UPDATE outbox SET next_try_at = 0")
+    s = Sender(db, sender_cfg(rc.url, sign_alg="hmac-sm3", ca_file=str(cert)))
+    assert s.drain(max_seconds=10)["sent"] == 30
+    assert_receiver_matches(db, rc)
