@@ -67,7 +67,8 @@ def known_digests(conn, keys):
     keys = list(keys)
     for i in range(0, len(keys), 400):
         part = keys[i:i + 400]
-        sql = "SELECT device_id, seq, digest FROM events WHERE (device_id, seq) IN (VALUES %s)" % ",".join(["(?,?)"] * len(part))
+        sql = ("WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.seq, e.digest FROM v "
+               "JOIN events e ON e.device_id = v.d AND e.seq = v.s" % ",".join(["(?,?)"] * len(part)))  # uses the PK index
         for d, sq, dig in conn.execute(sql, [x for k in part for x in k]):
             out[(d, sq)] = dig
     return out

@@ -53,6 +53,7 @@ class Hub:
         self._signers = {}
         self._boot = {}  # device_id -> latest boot seen (commands carry it)
         self._links = {}  # device_id -> link it last spoke on
+        self._fallback = {}  # transport -> link for keypads not heard from yet (add_link)
         self._keys_loaded = 0.0
         self._keys_lock = threading.Lock()
         self._stopping = False
@@ -195,9 +196,15 @@ class Hub:
         sent = self.call(lambda conn, now: (None, [("command", device_id, mtype, fields)]))
         return sent
 
-    def send_command(self, device_id, mtype, seq, fields):
+    def add_link(self, transport, link):
+        """The link to use for a keypad of `transport` ('mqtt') that has not spoken yet since start:
+        MQTT delivers a command to the keypad's session even while it is away."""
+        self._fallback[transport] = link
+
+    def send_command(self, device_id, mtype, seq, fields, transport=None):
         """Encode and send (writer thread, after commit). False when the keypad has no link or key."""
-        signer, link = self._signers.get(device_id), self._links.get(device_id)
+        signer = self._signers.get(device_id)
+        link = self._links.get(device_id) or self._fallback.get(transport)
         if signer is None or link is None:
             log.info("command not sent device=%s type=%s reason=%s", device_id, m.SCHEMA[mtype][0],
                      "no key" if signer is None else "no link yet")

@@ -118,6 +118,7 @@ class Transports:
         tls = {"ca_certs": mq["tls_ca"]} if mq["tls_ca"] else None
         self.mqtt = MqttLink(self.hub, self.cfg.bridge["hall"], host=host, port=port, username=user, password=password,
                              keepalive=mq["keepalive"], tls=tls, on_cases=CaseTopic(self.hub)).start(wait=5)
+        self.hub.add_link("mqtt", self.mqtt)
 
     def refresh_broker(self):
         """Keep the embedded broker's passwd/ACL in step with the device table (add, rotate, retire)."""

@@ -158,15 +158,15 @@ class Writer:
         for eff in effects:
             if eff[0] == "command":
                 _, dev, mtype, fields = eff
-                r = self.conn.execute("UPDATE devices SET cmd_seq = cmd_seq + 1 WHERE device_id = ? RETURNING cmd_seq",
+                r = self.conn.execute("UPDATE devices SET cmd_seq = cmd_seq + 1 WHERE device_id = ? RETURNING cmd_seq, transport",
                                       (dev,)).fetchone()
-                out.append((dev, mtype, r[0] if r else 0, fields))
+                out.append((dev, mtype, r[0] if r else 0, fields, r[1] if r else None))
         return out
 
     def _effects(self, sends, effects):
         ok = True
-        for dev, mtype, seq, fields in sends:
-            ok = self.hub.send_command(dev, mtype, seq, fields) and ok
+        for dev, mtype, seq, fields, transport in sends:
+            ok = self.hub.send_command(dev, mtype, seq, fields, transport) and ok
         for eff in effects:
             if eff[0] in ("rated", "unrated"):
                 self.hub.run_hooks(eff[0], eff[1])

@@ -195,3 +195,17 @@ def test_rebooted_keypad_gets_its_prompt_again(hub, link, kp, clock):
     link.wait(lambda: len(link.sent) > n)
     p = link.decoded(kp, m.PROMPT)[-1]
     assert p.token == c["token"] and p.boot == 2 and p.timeout_s == 50
+
+
+def test_prompt_for_a_silent_mqtt_keypad_goes_to_its_session(hub, link, store):
+    from pingjia.bridge import devices
+
+    conn = store.connect()
+    key = devices.add(conn, "KP-0020", window_id="W02", transport="mqtt")
+    conn.close()
+    hub.reload_keys()
+    hub.add_link("mqtt", link)  # the service registers its MQTT link: the broker keeps it for the keypad
+    hub.open_case({"project_no": "MQ9", "window_id": "W02"})
+    c = hub.finish_case("MQ9")
+    sent = [m.decode(raw, key) for d, raw in link.sent if d == "KP-0020"]
+    assert [(x.type, x.token) for x in sent] == [(m.PROMPT, c["token"])]

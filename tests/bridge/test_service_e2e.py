@@ -59,6 +59,12 @@ def test_service_mqtt_keypad_rates_a_case(tmp_path):
         assert sock.recv(4096).startswith(b"READY=1")
         kp = MqttKeypad("127.0.0.1", mqtt_port, "e2e", "KP-0007", key).start()
         base = "http://127.0.0.1:%d" % http_port
+
+        def online():
+            with urllib.request.urlopen(base + "/api/status", timeout=10) as r:
+                return json.loads(r.read())["summary"]["online"] == 1
+
+        _until(online)  # the keypad's retained "online" reached the bridge
         _post(base + "/api/cases", {"project_no": "E2E-1", "window_id": "W07", "clerk_name": "赵六"})
         case = _post(base + "/api/cases/E2E-1/finish", {})
         _until(lambda: any(c.type == m.PROMPT for c in kp.commands))

@@ -163,3 +163,15 @@ def test_link_with_send_many_gets_acks_in_bulk(hub, kp, store):
     _drain(hub)
     seqs = sorted(s for call in lk.calls for d, raw in call for s in m.decode(raw, kp.key).seqs)
     assert seqs == list(range(1, 11)) and len(lk.calls) <= 10
+
+
+def test_batch_digest_lookup_uses_the_primary_key(store):
+    conn = store.connect()
+    from pingjia.bridge import attach
+
+    sql = ("EXPLAIN QUERY PLAN WITH v(d, s) AS (VALUES (?,?),(?,?)) SELECT e.device_id, e.seq, e.digest FROM v "
+           "JOIN events e ON e.device_id = v.d AND e.seq = v.s")
+    plan = " ".join(r[3] for r in conn.execute(sql, ("a", 1, "b", 2)))
+    assert "SEARCH e USING INDEX" in plan and "SCAN events" not in plan
+    assert attach.known_digests(conn, [("a", 1)]) == {}
+    conn.close()
