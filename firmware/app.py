@@ -91,6 +91,7 @@ class App:
         self.online = False
         self._gen = 0
         self.next_status = 0
+        self._full_told = False
         self.clock_offset = None  # unix_s - uptime_s, from TIME (display only)
         # errors
         self.errors = 0
@@ -363,6 +364,9 @@ class App:
         self.next_status = now + self.cfg.get("heartbeat_s", 30) * 1000
 
     def _heartbeat(self, now):
+        if self.journal.full != self._full_told:
+            self._full_told = self.journal.full
+            self.next_status = 0  # journal filled up or has room again: tell the bridge now
         if now >= self.next_status and self.link.connected:
             self.next_status = now + self.cfg["heartbeat_s"] * 1000
             self._send(self._status(now))
