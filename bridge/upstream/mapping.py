@@ -27,6 +27,8 @@ SOURCES = {
     "satisfaction", "stars", "channel", "eval_detail", "writing", "assess_time", "assess_number",
     "idem_key", "finished_time", "device_id", "seq",
 }
+DIRECT = {"project_no", "task_code", "task_name", "clerk_id", "clerk_name", "window_id", "contact_ref", "idem_key",
+          "device_id", "seq"}  # read straight from the internal record
 RATING_ONLY = {"satisfaction", "stars", "eval_detail", "writing", "assess_time", "assess_number", "device_id", "seq"}
 LEVEL_NAMES = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 
@@ -206,45 +208,37 @@ class Profile:
                 t = self.types.get(out)
                 cast = int if t == "int" else (str if t == "str" else None)
                 if src.startswith("="):
-                    plan.append((out, None, cast(src[1:]) if cast else src[1:], None))
+                    plan.append((out, None, cast(src[1:]) if cast else src[1:], None, False))
                 else:
-                    plan.append((out, src, None, cast))
+                    plan.append((out, src, None, cast, src in DIRECT))
             self._plans = getattr(self, "_plans", {})
             self._plans[key] = plan
         return plan
 
-    def _emit(self, table, values):
-        rec = {}
-        for out, src, lit, cast in self._plan(table):
+    def _emit(self, table, rec, values):
+        out_rec = {}
+        for out, src, lit, cast, direct in self._plan(table):
             if src is None:
-                rec[out] = lit
+                out_rec[out] = lit
                 continue
-            v = values.get(src)
+            v = rec.get(src) if direct else values.get(src)
             if v is None:
                 v = ""
-            rec[out] = cast(v) if cast is not None else v
-        return rec
+            out_rec[out] = cast(v) if cast is not None else v
+        return out_rec
 
     def _common(self, rec, ctx, table):
         uses_finished = self._uses_finished_rating if table is self.record else self._uses_finished_unrated
         return {
             "finished_time": self.fmt_time(rec["finished_at"]) if uses_finished and rec.get("finished_at") else "",
-            "project_no": rec.get("project_no", ""),
-            "task_code": rec.get("task_code", ""),
-            "task_name": rec.get("task_name", ""),
             "dept_code": rec.get("dept_code") or rec.get("window_dept_code") or "",
             "dept_name": rec.get("dept_name") or rec.get("window_dept_name") or "",
-            "clerk_id": rec.get("clerk_id", ""),
-            "clerk_name": rec.get("clerk_name", ""),
-            "window_id": rec.get("window_id", ""),
             "window_name": rec.get("window_name") or "",
             "user_prop": rec.get("user_prop") or 1,
-            "contact_ref": rec.get("contact_ref", ""),
             "area_code": ctx.get("area_code", ""),
             "data_source": ctx.get("data_source") or self.data_source,
             "hall": ctx.get("hall", ""),
             "channel": self.channel,
-            "idem_key": rec["idem_key"],
         }
 
     def map_rating(self, rec, ctx=None):
@@ -277,11 +271,9 @@ class Profile:
             "writing": writing,
             "assess_time": self.fmt_time(rec["pressed_at"]),
             "assess_number": int(rec.get("assess_number") or 1),
-            "device_id": rec.get("device_id", ""),
-            "seq": rec.get("seq", ""),
         })
         try:
-            return self._emit(self.record, values)
+            return self._emit(self.record, rec, values)
         except ValueError as e:  # a [types] int on a field that is not a number
             raise MappingError("profile %s: %s" % (self.name, e)) from None
 
@@ -290,7 +282,7 @@ class Profile:
         if not self.unrated_send:
             raise MappingError("profile %s does not send unrated records" % self.name)
         try:
-            return self._emit(self.unrated_record, self._common(rec, ctx or {}, self.unrated_record))
+            return self._emit(self.unrated_record, rec, self._common(rec, ctx or {}, self.unrated_record))
         except ValueError as e:
             raise MappingError("profile %s: %s" % (self.name, e)) from None
 

@@ -64,7 +64,8 @@ DEFAULTS = {
 }
 SUBTABLES = ("followup", "unrated")
 
-_LIVE = weakref.WeakSet()  # running senders, for status()
+_LIVE = weakref.WeakSet()
+_ENC = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)  # running senders, for status()
 
 
 def _num(cfg, key, errors, lo, hi, integer=False):
@@ -416,8 +417,7 @@ class Sender:
             except mapping.MappingError as e:
                 b["local_q"].append((r, "mapping: %s" % e))
         if b["ids"]:
-            b["body"] = json.dumps({"profile": prof.name, "records": ratings, "unrated": unrated},
-                                   ensure_ascii=False, separators=(",", ":")).encode()
+            b["body"] = _ENC.encode({"profile": prof.name, "records": ratings, "unrated": unrated}).encode()
             b["key"] = hashlib.sha256("\n".join(sorted(b["ids"])).encode()).hexdigest()[:32]
         return b
 
