@@ -155,7 +155,8 @@ def _reason(conn, msg, at, rules, now):
     ev = row(conn, "SELECT case_id, pressed_at FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.ref_seq))
     if ev is None:
         return None, "orphan"  # its rating has not arrived yet; _adopt_reasons picks it up
-    r = row(conn, "SELECT case_id, reasons FROM ratings WHERE device_id = ? AND seq = ?", (msg.device_id, msg.ref_seq))
+    r = row(conn, "SELECT case_id, reasons FROM ratings WHERE case_id = ? AND assess_number = 1 AND device_id = ? AND seq = ?",
+            (ev["case_id"], msg.device_id, msg.ref_seq))
     if r is None or at - ev["pressed_at"] > rules.reason_window_s + SLACK_S:
         return ev["case_id"], "audit"
     _add_codes(conn, r["case_id"], r["reasons"], msg.codes, now)

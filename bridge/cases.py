@@ -182,7 +182,7 @@ def cancel(conn, project_no, now, actor="case-api"):
 def expire(conn, rules, now):
     """Prompted cases whose prompt ended (plus slack) become unrated, with an outbox record each."""
     effects = []
-    for c in rows(conn, "SELECT * FROM cases WHERE state = 'prompted' AND prompt_until + ? < ?", (rules.expire_slack_s, now)):
+    for c in rows(conn, "SELECT * FROM cases WHERE state = 'prompted' AND prompt_until < ?", (now - rules.expire_slack_s,)):
         conn.execute("UPDATE cases SET state='unrated', closed_at=? WHERE case_id=?", (now, c["case_id"]))
         _outbox(conn, "unrated", c, 1, "unrated:%s" % c["project_no"], now, now)
         audit(conn, now, "bridge", "case.unrated", c["project_no"], "prompt timed out")

@@ -158,4 +158,12 @@ CREATE TABLE unrated_notices (             -- unrated-case events for the SMS in
 CREATE INDEX unrated_notices_due ON unrated_notices(next_try_at);
 """,
     ),
+    (
+        "0003_core_indexes",
+        """
+-- the bridge core's per-second and per-rating lookups stay O(log n) as the hall's history grows
+CREATE INDEX cases_prompted ON cases(prompt_until) WHERE state = 'prompted';
+CREATE INDEX events_reason_ref ON events(device_id, ref_seq) WHERE kind = 'reason';
+""",
+    ),
 ]

@@ -175,3 +175,17 @@ def test_batch_digest_lookup_uses_the_primary_key(store):
     assert "SEARCH e USING INDEX" in plan and "SCAN events" not in plan
     assert attach.known_digests(conn, [("a", 1)]) == {}
     conn.close()
+
+
+def test_per_second_and_per_rating_lookups_use_indexes(store):
+    conn = store.connect()
+    plans = {
+        "expire": "SELECT * FROM cases WHERE state = 'prompted' AND prompt_until < 1",
+        "reprompt": "SELECT * FROM cases WHERE state='prompted' AND device_id='x' AND prompt_until > 1",
+        "token": "SELECT * FROM cases WHERE token = 'x'",
+        "orphan reasons": "SELECT seq, codes FROM events WHERE device_id = 'x' AND kind = 'reason' AND ref_seq = 1 AND disposition = 'orphan'",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING" in plan and not plan.startswith("SCAN"), (name, plan)
+    conn.close()
