@@ -1,6 +1,7 @@
 """The CLI and the service as a user runs them: subprocesses, a real config file, sd_notify on a real socket."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,3 +148,16 @@ def test_start_failure_is_one_clear_line(tmp_path):
     assert p.returncode == 1
     assert "error: cannot start: [Errno 98] Address already in use" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_systemd_unit_is_valid(tmp_path):
+    text = (ROOT_DIR / "deploy" / "pingjia-bridge.service").read_text()
+    for need in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "User=pingjia", "StateDirectory=pingjia",
+                 "ConfigurationDirectory=pingjia", "NoNewPrivileges=yes", "ProtectSystem=strict", "RestartPreventExitStatus=2"):
+        assert need in text, need
+    if not shutil.which("systemd-analyze"):
+        return  # the unit's keys are checked above; systemd checks the rest where it is installed
+    unit = tmp_path / "pingjia-bridge.service"
+    unit.write_text(text.replace("/usr/local/bin/pingjia", PINGJIA))
+    p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
