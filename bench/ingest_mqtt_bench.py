@@ -170,7 +170,8 @@ def _read_until(s, buf, want_types, timeout=30):
 
 # --- load process: many keypads, one selector loop ---------------------------------------------
 class RawKeypad:
-    __slots__ = ("dev", "sock", "buf", "pkts", "next", "inflight", "acked", "backoff", "rt_due", "lat", "sent_seqs")
+    __slots__ = ("dev", "sock", "buf", "pkts", "next", "inflight", "acked", "backoff", "rt_due", "lat", "sent_seqs",
+                 "last", "retx", "srtt")
 
     def __init__(self, dev, pkts):
         self.dev = dev
@@ -181,6 +182,9 @@ class RawKeypad:
         self.buf = bytearray()
         self.backoff = 1.0
         self.rt_due = 0.0
+        self.last = {}  # seq -> last send time (adaptive retransmit)
+        self.retx = set()  # seqs sent more than once (no RTT sample from them: Karn)
+        self.srtt = None
         self.lat = []
         self.sent_seqs = 0
 
@@ -230,11 +234,22 @@ def _fleet(args, devs, keys, q, go):
     rt_base, rt_max = args["rt_base"], args["rt_max"]
     now = time.monotonic()
 
+    adaptive = args.get("rto", "adaptive") == "adaptive"
+    period = args.get("period")  # paced mode (latency): each keypad sends one event every `period` s
+
     def fill(kp, now):
         out = []
+        if period:
+            if not kp.inflight and kp.next < nev and not stop_new and now >= kp.rt_due:
+                kp.next += 1
+                kp.inflight[kp.next] = now
+                kp.rt_due = now + period  # next press time (retransmit not needed on loopback)
+                out.append(kp.pkts[kp.next - 1])
+            return out
         while len(kp.inflight) < window and kp.next < nev and not stop_new:
             kp.next += 1
             kp.inflight[kp.next] = now
+            kp.last[kp.next] = now
             out.append(kp.pkts[kp.next - 1])
             if len(kp.inflight) == 1:
                 kp.rt_due = now + kp.backoff
@@ -250,6 +265,9 @@ def _fleet(args, devs, keys, q, go):
             kp.sock.sendall(data[n:])
             kp.sock.setblocking(False)
 
+    if period:  # spread the keypads evenly over one period
+        for i, kp in enumerate(kps):
+            kp.rt_due = now + period * (i + args.get("offset", 0.0)) / len(kps)
     for kp in kps:
         out = fill(kp, now)
         if out:
@@ -273,7 +291,7 @@ def _fleet(args, devs, keys, q, go):
             break
         if args.get("max_s") and wall > t_start + args["max_s"]:
             break
-        for key, _ in sel.select(0.05):
+        for key, _ in sel.select(0.0005 if period else 0.05):
             kp = key.data
             try:
                 data = kp.sock.recv(262144)
@@ -296,28 +314,60 @@ def _fleet(args, devs, keys, q, go):
                 upto, seqs = ack_seqs(payload)
                 inf = kp.inflight
                 hit = 0
+                sample = False
                 for s in seqs:
                     t = inf.pop(s, None)
                     if t is not None:
                         hit += 1
                         kp.lat.append(now - t)
+                        kp.last.pop(s, None)
+                        if s in kp.retx:
+                            kp.retx.discard(s)
+                        else:  # a clean RTT sample: update the estimate, end the backoff (as TCP does)
+                            kp.srtt = now - t if kp.srtt is None else 0.875 * kp.srtt + 0.125 * (now - t)
+                            sample = True
                 if upto:
                     for s in [s for s in inf if s <= upto]:
                         kp.lat.append(now - inf.pop(s))
+                        kp.last.pop(s, None)
+                        kp.retx.discard(s)
                         hit += 1
                 if hit:
                     kp.acked += hit
                     acked_total += hit
-                    kp.backoff = rt_base
-                    kp.rt_due = now + rt_base
+                    if adaptive:
+                        if sample:
+                            kp.backoff = 1.0
+                    else:  # the firmware today: any ACK restarts the 1 s timer for the whole window
+                        kp.backoff = rt_base
+                        kp.rt_due = now + rt_base
             out += fill(kp, now)
             if out:
                 send(kp, b"".join(out))
         now = time.monotonic()
-        if now - last_rt > 0.1:  # retransmit like the firmware: whole window, backoff doubling
+        if period:
+            for kp in kps:
+                if not kp.inflight and now >= kp.rt_due:
+                    out = fill(kp, now)
+                    if out:
+                        send(kp, b"".join(out))
+            continue
+        if now - last_rt > 0.1:
             last_rt = now
             for kp in kps:
-                if kp.inflight and now >= kp.rt_due:
+                if adaptive and kp.inflight:
+                    # per event: resend only what has waited longer than the RTO since its
+                    # last send; RTO = max(base, 2 x smoothed RTT) x backoff (doubling, reset on ACK)
+                    rto = max(rt_base, 2 * kp.srtt if kp.srtt else rt_base) * kp.backoff
+                    due = [s for s in sorted(kp.inflight) if now - kp.last[s] >= rto]
+                    if due:
+                        send(kp, b"".join(kp.pkts[s - 1] for s in due))
+                        for s in due:
+                            kp.last[s] = now
+                            kp.retx.add(s)
+                        kp.backoff = min(kp.backoff * 2, rt_max / rt_base)
+                    continue
+                if kp.inflight and now >= kp.rt_due:  # firmware: whole window, backoff doubling
                     send(kp, b"".join(kp.pkts[s - 1] for s in sorted(kp.inflight)))
                     kp.rt_due = now + kp.backoff
                     kp.backoff = min(kp.backoff * 2, rt_max)
@@ -338,7 +388,7 @@ def _fleet(args, devs, keys, q, go):
 
 
 def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, stop_after_window=True, rt_base=1.0,
-              rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None):
+              rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None, period=None, rto="adaptive"):
     """Drive `devs` from `procs` load processes; returns merged results.
 
     The processes connect every keypad first, then all start together."""
@@ -348,9 +398,10 @@ def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, st
     t_start = ctx.Value("d", 0.0)
     args = dict(host=host, port=port, window=window, events=events, seconds=seconds, warmup=warmup,
                 stop_after_window=stop_after_window, rt_base=rt_base, rt_max=rt_max, drain_s=drain_s,
-                keep_lat=keep_lat, max_s=max_s, t_start=t_start)
+                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto)
     parts = [devs[i::procs] for i in range(procs)]
-    ps = [ctx.Process(target=fleet_worker, args=(args, part, keys, q, go)) for part in parts]
+    ps = [ctx.Process(target=fleet_worker, args=(dict(args, offset=i / float(procs)), part, keys, q, go))
+          for i, part in enumerate(parts)]
     for p in ps:
         p.start()
     for _ in parts:
@@ -436,7 +487,7 @@ def bridge_main(a):
     hub = Hub(Store(a.db), hall=HALL).start() if a.hub == "real" else NullHub()
     links = []
     if a.mqtt_port:
-        links.append(MqttLink(hub, HALL, "127.0.0.1", a.mqtt_port, a.user, a.password).start(wait=10))
+        links.append(MqttLink(hub, HALL, "127.0.0.1", a.mqtt_port, a.user, a.password, ack_qos=a.ack_qos).start(wait=10))
     ser = None
     if a.serial:
         from pingjia.bridge.serial_ingest import SerialIngest
@@ -483,8 +534,9 @@ class NullHub:
 
 
 class BridgeProc:
-    def __init__(self, db, port=None, user=None, password=None, serial=None, hub="real"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "bridge", "--db", str(db), "--hub", hub]
+    def __init__(self, db, port=None, user=None, password=None, serial=None, hub="real", ack_qos=1):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "bridge", "--db", str(db), "--hub", hub,
+               "--ack-qos", str(ack_qos)]
         if port:
             cmd += ["--mqtt-port", str(port), "--user", user, "--password", password]
         if serial:
@@ -510,7 +562,9 @@ class BridgeProc:
     def cpu(self):
         """CPU seconds (user + system) the bridge process used so far."""
         f = Path("/proc/%d/stat" % self.p.pid).read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        tck = os.sysconf("SC_CLK_TCK")
+        self.user_sys = (int(f[11]) / tck, int(f[12]) / tck)
+        return (int(f[11]) + int(f[12])) / tck
 
     def stats(self):
         self.p.stdin.write("stats\n")
@@ -597,7 +651,7 @@ def throughput(a):
             # the echo run's keypads used seq 1..; the bridge run uses fresh keypad seqs on a fresh store? No:
             # the store saw nothing (the echo had no store), so the same seqs are new to the bridge.
             # 2. the bridge
-            br = BridgeProc(db, broker.port, user, pw, hub=a.hub)
+            br = BridgeProc(db, broker.port, user, pw, hub=a.hub, ack_qos=a.ack_qos)
             rss_samples = []
             prof = []
 
@@ -609,8 +663,10 @@ def throughput(a):
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
             cpu0 = br.cpu()
+            us0 = br.user_sys
             res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile)
             cpu1 = br.cpu()
+            us1 = br.user_sys
             for p in prof:
                 p.wait()
             rss_samples.append(br.rss())
@@ -623,7 +679,8 @@ def throughput(a):
             cpu_us = (cpu1 - cpu0) / max(1, res["acked"]) * 1e6
             print("bridge    committed before ACK:                            %8.0f events/s  ratio %.2f of the broker's" % (rate, rate / base_rate), flush=True)
             print("          store check: %d ACKed events, %d rows, %d lost, %d duplicated (unacked at end: %d)" % (expected, total, lost, extra, res["inflight"]))
-            print("          bridge CPU: %.0f us per event (user+sys over the whole run: %.0f events/s per bridge core)" % (cpu_us, 1e6 / cpu_us))
+            print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core" % (
+                cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us))
             print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
             h = final.get("hub", mid["hub"])
             print("          hub: stored %d, duplicates %d, batches %d, max batch %d, rejected %d" % (
@@ -642,12 +699,12 @@ def replay(a):
         nev = a.events or 200
         try:
             # the bridge has been running (its session exists on the broker), then it goes down
-            BridgeProc(db, broker.port, user, pw).stop()
+            BridgeProc(db, broker.port, user, pw, ack_qos=a.ack_qos).stop()
             state = {}
 
             def bridge_returns():
                 time.sleep(a.outage)  # keypads publish their windows and back off meanwhile
-                state["br"] = BridgeProc(db, broker.port, user, pw)
+                state["br"] = BridgeProc(db, broker.port, user, pw, ack_qos=a.ack_qos)
 
             import threading
 
@@ -658,15 +715,15 @@ def replay(a):
                 th[0].start()
 
             res = run_fleet(broker.host, broker.port, devs, keys, 16, nev, 0, 0, a.procs, stop_after_window=False,
-                            rt_base=1.0, rt_max=60.0, max_s=a.outage + 120, on_ready=on_ready)
+                            rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto)
             th[0].join()
             br = state["br"]
             rss = br.rss()
             final = br.stop()
             t = res["t_end"] - br.t_spawn
             total, lost, extra, expected = check_store(db, res["sent"])
-            print("replay    %d keypads x %d journaled events = %d; bridge down %.0f s while keypads publish and back off" % (
-                len(devs), nev, len(devs) * nev, a.outage))
+            print("replay    %d keypads x %d journaled events = %d; bridge down %.0f s while keypads publish and back off (retransmit: %s)" % (
+                len(devs), nev, len(devs) * nev, a.outage, a.rto))
             print("          all ACKed %.1f s after the bridge process started (%.1f s after it was ready): %.0f events/s" % (
                 t, res["t_end"] - br.t_ready, expected / t if t > 0 else 0))
             print("          store check: %d rows, %d lost, %d duplicated; unACKed at end %d" % (total, lost, extra, res["inflight"]))
@@ -695,6 +752,11 @@ def main():
     ap.add_argument("--user", help=argparse.SUPPRESS)
     ap.add_argument("--password", help=argparse.SUPPRESS)
     ap.add_argument("--serial", help=argparse.SUPPRESS)
+    ap.add_argument("--rto", choices=["adaptive", "firmware"], default="adaptive",
+                    help="keypad retransmit timer: adaptive (per event, 2 x smoothed RTT, Karn) or firmware (today's app.py: "
+                         "whole window every 1 s after any ACK)")
+    ap.add_argument("--max-replay-s", type=float, default=120.0)
+    ap.add_argument("--ack-qos", type=int, choices=[0, 1], default=1, help="QoS of the bridge's ACKs (default 1)")
     ap.add_argument("--hub", choices=["real", "null"], default="real", help="null: transport-only bridge (diagnostics)")
     a = ap.parse_args()
     if a.role == "bridge":

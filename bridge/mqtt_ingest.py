@@ -23,7 +23,9 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from ..protocol import topics
+from ..protocol import messages, topics
+
+_ACK = messages.ACK
 
 log = logging.getLogger("pingjia.bridge.mqtt")
 
@@ -69,12 +71,29 @@ class _Client(mqtt.Client):
     """paho's client with two hot paths trimmed (paho 2.x internals; the
     transport tests run through both on every message):
     - reads are buffered (see _BufferedSocket);
+    - an incoming QoS 1 PUBLISH (one per keypad event) goes to one handler
+      with its topic and payload, without paho's MQTTMessage and callback
+      matching; the PUBACK is sent after the handler returns, as paho does;
     - a plain MQTT 3.1.1 PUBACK for one of our QoS 1 publishes (one per ACK we
       send) is handled without building ReasonCode/Properties objects, which
       paho does for every PUBACK even on 3.1.1."""
 
+    fast_on_message = None  # callable(topic_bytes, payload_bytes, retain) for QoS 1 on MQTT 3.1.1
+
     def _create_socket(self):
         return _BufferedSocket(super()._create_socket())
+
+    def _handle_publish(self):
+        cmd = self._in_packet["command"]
+        handler = self.fast_on_message
+        if handler is None or self._protocol == mqtt.MQTTv5 or (cmd & 0x06) != 0x02:
+            return super()._handle_publish()
+        pkt = self._in_packet["packet"]
+        tl = (pkt[0] << 8) | pkt[1]
+        mid = (pkt[2 + tl] << 8) | pkt[3 + tl]
+        with self._in_callback_mutex:
+            handler(pkt[2:2 + tl], pkt[4 + tl:], cmd & 0x01)
+        return self._send_puback(mid)
 
     def _handle_pubackcomp(self, cmd):
         pkt = self._in_packet["packet"]
@@ -101,18 +120,31 @@ class MqttLink:
     client_id  fixed, so the broker keeps the session (default "@bridge-<hall>")
     tls        None, or a dict for paho's tls_set(**tls)
     on_cases   optional callable(payload_bytes) for the case-system topic
+    ack_qos    QoS of ACKs (commands are always QoS 1). 1 by default; 0 is safe
+               in this protocol (a keypad retransmits an unACKed event and the
+               hub ACKs the duplicate again) and saves a PUBACK round per event
+    max_inflight  paho's cap on our unacknowledged QoS 1 publishes; 0 = none
+    max_backlog   when the hub holds more than this many messages not yet
+               committed, stop reading until it is down to half: the backlog
+               then waits in the broker's session queue (on disk across
+               restarts) instead of in the bridge's memory
     """
 
     name = "mqtt"
 
     def __init__(self, hub, hall, host="127.0.0.1", port=1883, username=None, password=None, client_id=None,
-                 keepalive=20, tls=None, on_cases=None, max_inflight=0, reconnect_min=0.5, reconnect_max=30):
+                 keepalive=20, tls=None, on_cases=None, max_inflight=0, reconnect_min=0.5, reconnect_max=30, ack_qos=1,
+                 max_backlog=5000):
         self.hub = hub
         self.hall = hall
         self.host = host
         self.port = port
         self.keepalive = keepalive
         self.on_cases = on_cases
+        self.ack_qos = ack_qos
+        self.max_backlog = max_backlog
+        self._n_up = 0
+        self._sub_mid = None
         self.client_id = client_id or "@bridge-%s" % hall
         self._prefix = "%s/%s/dev/" % (topics.ROOT, hall)
         self._cases_topic = topics.cases(hall)
@@ -136,8 +168,10 @@ class MqttLink:
         c.reconnect_delay_set(reconnect_min, reconnect_max)
         c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.fast_on_message = self._on_publish
         # no paho logger: it formats a debug line per packet; connection
         # problems reach us through on_connect/on_disconnect
         self.client = c
@@ -174,7 +208,8 @@ class MqttLink:
         While the broker is away paho refuses it; the keypad retransmits the
         event and gets a fresh ACK, so a dropped ACK is counted, not lost data."""
         try:
-            info = self.client.publish(self._prefix + device_id + "/down", raw, qos=1)
+            qos = self.ack_qos if len(raw) > 1 and raw[1] == _ACK else 1
+            info = self.client.publish(self._prefix + device_id + "/down", raw, qos=qos)
         except Exception as e:  # noqa: BLE001
             self.stats["send_dropped"] += 1
             log.debug("send to %s dropped: %s", device_id, e)
@@ -207,10 +242,18 @@ class MqttLink:
         subs = [(self._prefix + "+/up", 1), (self._prefix + "+/state", 1)]
         if self.on_cases is not None:
             subs.append((self._cases_topic, 1))
-        client.subscribe(subs)
+        self._sub_mid = client.subscribe(subs)[1]
         log.info("MQTT connected to %s:%d as %s (session present: %s)", self.host, self.port, self.client_id,
                  bool(flags.session_present))
-        self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if mid != self._sub_mid:
+            return
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            log.error("MQTT broker refused the bridge's subscriptions (%s): check the ACL for %s", bad, self.client_id)
+            return
+        self.connected.set()  # connected and subscribed: events published from now on reach us
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
@@ -223,15 +266,27 @@ class MqttLink:
             self._last_disconnect_log = now
             log.warning("MQTT connection to %s:%d lost (%s); reconnecting with backoff", self.host, self.port, reason_code)
 
-    def _on_message(self, client, userdata, msg):
+    def _backpressure(self):
+        depth = getattr(self.hub, "backlog", None) or getattr(getattr(self.hub, "_q", None), "qsize", None)
+        if depth is None or depth() <= self.max_backlog:
+            return
+        self.stats["paused"] = self.stats.get("paused", 0) + 1
+        end = time.monotonic() + 5.0  # never long enough to miss a keepalive
+        while depth() > self.max_backlog // 2 and not self._stopping and time.monotonic() < end:
+            time.sleep(0.005)
+
+    def _on_message(self, client, userdata, msg):  # QoS 0 or MQTTv5: paho's own path
+        self._on_publish(msg._topic, msg.payload, msg.retain)
+
+    def _on_publish(self, topic, payload, retain):
         try:
-            topic = msg.topic
+            topic = topic.decode("utf-8", "replace")
             if topic.startswith(self._prefix):
                 rest = topic[len(self._prefix):]
                 i = rest.find("/")
                 dev, leaf = rest[:i], rest[i + 1:]
                 if leaf == "up":
-                    raw = msg.payload
+                    raw = payload
                     # the ACL already binds a keypad to its own topic; a message
                     # naming another device on it is counted and dropped
                     if len(raw) < 5 or raw[4:4 + raw[3]] != dev.encode():
@@ -240,9 +295,12 @@ class MqttLink:
                         return
                     self.stats["up"] += 1
                     self.hub.submit(raw, self)
+                    self._n_up += 1
+                    if not self._n_up & 127 and self.max_backlog:
+                        self._backpressure()
                     return
                 if leaf == "state":
-                    p = bytes(msg.payload).strip().lower()
+                    p = bytes(payload).strip().lower()
                     if p in (topics.ONLINE, topics.OFFLINE):
                         self.stats["state"] += 1
                         self.hub.link_state(dev, p == topics.ONLINE, self)
@@ -251,8 +309,8 @@ class MqttLink:
                     return
             elif topic == self._cases_topic and self.on_cases is not None:
                 self.stats["cases"] += 1
-                self.on_cases(msg.payload)
+                self.on_cases(bytes(payload))
                 return
             self.stats["ignored"] += 1
         except Exception:  # noqa: BLE001 - one bad message must not stop paho's loop
-            log.exception("MQTT message on %s not handled", getattr(msg, "topic", "?"))
+            log.exception("MQTT message on %r not handled", topic)

@@ -70,6 +70,14 @@ def _stable_name(dev):
     return dev
 
 
+def _printable(line):
+    try:
+        t = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\x1b" for ch in t)
+
+
 def is_explicit(spec):
     return not _USB_ID.match(spec) and not any(ch in spec for ch in "*?[")
 
@@ -218,7 +226,9 @@ class SerialLink:
             self._items(dec.flush())
             return True
         except (serial.SerialException, OSError) as e:
-            self._items(dec.flush())
+            # the port is gone: a partial frame is a cut frame (reported), and the
+            # bytes after its magic are its own body, not text the board printed
+            self._items([it for it in dec.flush() if it[0] != framing.TEXT or _printable(it[1])])
             self.last_error = str(e)
             log.warning("%s: port lost (%s)%s; reopening with backoff", self.path, e,
                         "" if self.device_id is None else " - keypad %s offline" % self.device_id)

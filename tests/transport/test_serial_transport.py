@@ -52,7 +52,7 @@ def acks(msgs, keys, dev=DEV):
 def test_frames_reach_hub_and_acks_come_back(rhub, keys, pty, byid):
     ing = start(rhub, [str(byid / "usb-pingjia_*")])
     try:
-        wait_for(lambda: ing.links, what="port opened")
+        wait_for(lambda: ing.links and next(iter(ing.links.values())).stats["opens"], what="port opened")
         pty.write(b"".join(frame(keys, s) for s in (1, 2, 3)))
         got = pty.read_frames(3)
         assert acks(got, keys) == [1, 2, 3]
