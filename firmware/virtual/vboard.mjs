@@ -100,9 +100,11 @@ function rxBytes(bytes) {
   const kbd = Atomics.load(v.ctrl, S.C_KBD);
   const start = 0;
   for (let i = 0; i < bytes.length; i++) {
-    if (st.mode === "app" && kbd >= 0 && bytes[i] === kbd) {
+    const running = st.mode === "app" || Atomics.load(v.ctrl, S.C_BUSY) === 1;
+    if (running && kbd >= 0 && bytes[i] === kbd) {
       // As on a board with kbd_intr enabled: Ctrl-C raises KeyboardInterrupt in
-      // the app and is not data; what follows waits for the REPL.
+      // the app (or in code the REPL runs) and is not data; what follows waits
+      // until it has been taken.
       ringPush(bytes.subarray(start, i));
       hold = [bytes.subarray(i + 1)];
       Atomics.store(v.ctrl, S.C_INTR, 1);
@@ -175,7 +177,10 @@ function boot(cause, raw = false) {
   w.on("message", (m) => {
     if (me !== gen) return;  // a message from an instance already reset
     if (m.t === "out") txPush(m.data);
-    else if (m.t === "mode") { st.mode = m.mode; if (m.mode !== "app") releaseHold(); }
+    else if (m.t === "mode") {
+      st.mode = m.mode;
+      if (m.mode !== "app") { Atomics.store(v.ctrl, S.C_INTR, 0); releaseHold(); }
+    }
     else if (m.t === "leds") { st.ledLog.push([now(), m.mask]); trim(st.ledLog); }
     else if (m.t === "beep") { st.beepLog.push([now(), m.freq, m.ms]); trim(st.beepLog); }
     else if (m.t === "reset") setImmediate(() => { if (me === gen) boot(m.kind, m.raw); });
@@ -193,7 +198,11 @@ const trim = (a) => { if (a.length > 64) a.splice(0, a.length - 64); };
 setInterval(() => {
   // The app took the Ctrl-C (it is unwinding, or caught it and goes on): what
   // followed the Ctrl-C goes to the ring, for the REPL or for the app.
-  if (hold && Atomics.load(v.ctrl, S.C_INTR) === 0) releaseHold();
+  // Or nothing is running any more that could take it (it finished first).
+  if (hold) {
+    const idle = st.mode !== "app" && Atomics.load(v.ctrl, S.C_BUSY) === 0;
+    if (Atomics.load(v.ctrl, S.C_INTR) === 0 || idle) { Atomics.store(v.ctrl, S.C_INTR, 0); releaseHold(); }
+  }
   const ms = Atomics.load(v.ctrl, S.C_WDT_MS);
   const fed = Atomics.load(v.ctrl, S.C_WDT_FEED);
   if (!ms || fed !== wdtSeen) { wdtSeen = fed; wdtAt = Date.now(); return; }

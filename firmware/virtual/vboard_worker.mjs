@@ -130,12 +130,19 @@ let line = [];        // raw REPL: bytes of the command being received
 let pasteReq = 0;     // raw REPL: progress through "\x05A\x01" (raw-paste request)
 let paste = null;     // raw-paste state: { got } while receiving
 
+// Run REPL input as code with C_BUSY set, so a Ctrl-C from the host interrupts
+// it (in time.sleep* or asyncio.run) instead of waiting in the ring.
+function busy(fn) {
+  Atomics.store(v.ctrl, S.C_BUSY, 1);
+  try { return fn(); } finally { Atomics.store(v.ctrl, S.C_BUSY, 0); Atomics.store(v.ctrl, S.C_INTR, 0); }
+}
+
 function exec(codeBytes) {
   // Output of the code goes out as it is printed; then EOF, the traceback, EOF.
   let err = "";
   const code = new TextDecoder().decode(new Uint8Array(codeBytes));
   try {
-    mp.runPython(code);
+    busy(() => mp.runPython(code));
   } catch (e) {
     if (e.name !== "PythonError") throw e;
     if (e.type === "SystemExit") { say("\x04\x04"); requestReset("soft", true); return; }
@@ -183,7 +190,7 @@ function rawByte(c) {
 
 function friendlyByte(c) {
   if (c === 1) { line = []; pasteReq = 0; setMode("raw"); say("\r\n" + RAW_BANNER + ">"); return; }
-  if (mp.replProcessChar(c)) requestReset("soft", false);  // Ctrl-D at an empty prompt, or SystemExit
+  if (busy(() => mp.replProcessChar(c))) requestReset("soft", false);  // Ctrl-D at an empty prompt, or SystemExit
 }
 
 function drain() {

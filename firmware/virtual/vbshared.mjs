@@ -19,8 +19,9 @@ export const C_HEAD = 8;      // [main]   ring write index (monotonic, wraps at 
 export const C_TAIL = 9;      // [worker] ring read index
 export const C_RX_DROP = 10;  // [main]   bytes dropped because the ring was full (UART overrun)
 export const C_WAKE = 11;     // [main]   bumped + notified on new input: ends the worker's idle sleep early
+export const C_INTR = 12;     // [main]   1 = Ctrl-C arrived while the app (or REPL code) ran with kbd_intr on (worker clears)
 export const C_KEY_READS = 13; // [worker] keys() calls so far (a tap lasts until the app has seen it)
-export const C_INTR = 12;     // [main]   1 = Ctrl-C arrived while the app ran with kbd_intr on (worker clears)
+export const C_BUSY = 14;     // [worker] 1 while REPL input runs as code (Ctrl-C then interrupts it)
 
 export const RING = 1 << 16;  // receive ring size in bytes (power of two)
 

@@ -166,3 +166,16 @@ def test_cli_runs_one_board_and_prints_its_port(tmp_path):
     finally:
         p.terminate()
         assert p.wait(timeout=30) == 0
+
+
+def test_ctrl_c_interrupts_code_typed_at_the_repl(board):
+    board.wait_for(lambda s: s["mode"] == "repl", what="REPL (empty flash)")
+    with Console(board.port) as con:
+        con.write(b"\r")
+        con.wait(lambda: con.raw.endswith(b">>> "), what="prompt")
+        con.write(b"import time; time.sleep(600)\r")
+        con.wait(lambda: b"time.sleep(600)\r\n" in con.raw, what="echo of the line")
+        con.write(b"\x03")
+        con.wait(lambda: b"KeyboardInterrupt" in con.raw and con.raw.endswith(b">>> "), what="interrupted")
+        con.write(b"print(40 + 2)\r")
+        con.wait(lambda: b"42\r\n>>> " in con.raw, what="REPL still works")
