@@ -171,3 +171,38 @@ def handle(conn, query, utc_offset_hours=8, now=None):
     except ValueError as e:
         return 400, {"error": str(e)}
     return 200, {"by": q.get("by", "window"), "period": q.get("period", "day"), "rows": rows}
+
+
+def route(store, method, path, now=None):
+    """For the bridge's HTTP server, like statuspage.handle: (status, content_type, body bytes)
+    for the paths owned here, None for any other.
+
+      GET /api/report?by=&period=&since=YYYY-MM-DD&until=YYYY-MM-DD   the measures (JSON)
+      GET /api/followups?state=&overdue=1&open=1                      差评 follow-ups (JSON)
+      GET /api/upstream                                               queue depth, sync lag, sender
+    `store`: the bridge Store (its .connect()) or a path to the SQLite file."""
+    import sqlite3
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(path)
+    if u.path not in ("/api/report", "/api/followups", "/api/upstream"):
+        return None
+    if method != "GET":
+        return 405, "application/json", b'{"error": "GET only"}'
+    q = urllib.parse.parse_qs(u.query)
+    conn = store.connect() if hasattr(store, "connect") else sqlite3.connect(str(store))
+    try:
+        if u.path == "/api/report":
+            st, body = handle(conn, q, now=now)
+        elif u.path == "/api/followups":
+            from . import followup
+            one = lambda k: (q.get(k) or [None])[0]  # noqa: E731
+            st, body = 200, {"followups": followup.listing(
+                conn, now, state=one("state"), overdue=True if one("overdue") in ("1", "true") else None,
+                open_only=True if one("open") in ("1", "true") else None)}
+        else:
+            from .upstream import sender
+            st, body = 200, sender.status(conn, now)
+    finally:
+        conn.close()
+    return st, "application/json; charset=utf-8", json.dumps(body, ensure_ascii=False).encode()

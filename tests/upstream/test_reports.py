@@ -118,3 +118,17 @@ def test_json_endpoint_handler(hall):
     assert st == 200 and [r["rated"] for r in body["rows"]] == [4, 3, 0, 0]
     st, body = reports.handle(hall, {"by": "teller"})
     assert st == 400 and "by must be one of" in body["error"]
+
+
+def test_http_route_for_the_bridge_server(hall):
+    dbpath = hall.execute("PRAGMA database_list").fetchone()[2]
+    from pingjia.bridge.store import Store
+    store = Store(dbpath)
+    st, ctype, body = reports.route(store, "GET", "/api/report?by=hall&period=all&since=2025-11-21&until=2025-11-24")
+    assert st == 200 and ctype.startswith("application/json") and json.loads(body)["rows"][0]["rated"] == 7
+    st, _, body = reports.route(store, "GET", "/api/followups?overdue=1", now=T0 + 60 * DAY)
+    assert st == 200 and {f["project_no"] for f in json.loads(body)["followups"]} == {"F", "I"}  # closed late, still open
+    st, _, body = reports.route(dbpath, "GET", "/api/upstream")
+    assert st == 200 and json.loads(body)["pending"] == 10  # 7 ratings + 3 unrated cases in the outbox, none sent
+    assert reports.route(store, "GET", "/api/hall") is None
+    assert reports.route(store, "POST", "/api/report")[0] == 405
