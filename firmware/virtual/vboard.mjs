@@ -27,6 +27,7 @@
 // State: {"ok":true, "mode": "boot"|"app"|"repl"|"raw", "keys", "leds", "beep":
 //   {"freq","ms","count"}, "boots", "cause" (of the last boot), "wdt_ms",
 //   "kbd_intr", "led_log": [[t_ms, mask], ...last 64], "beep_log": [[t_ms, freq, ms], ...],
+//   "key_log": [[t_ms, keys], ...] (changes made through this channel),
 //   "rx_dropped", "tx_dropped", "uptime_ms"}. t_ms counts from process start.
 // When the socket is listening the process prints "vboard ready" on stderr.
 import { Worker } from "node:worker_threads";
@@ -58,7 +59,14 @@ const sab = S.makeShared();
 const v = S.views(sab);
 Atomics.store(v.ctrl, S.C_KBD, 3);
 
-const st = { mode: "boot", boots: 0, cause: "power", ledLog: [], beepLog: [], txDropped: 0 };
+const st = { mode: "boot", boots: 0, cause: "power", ledLog: [], beepLog: [], keyLog: [], txDropped: 0 };
+// Key changes go through here so key_log shares led_log's clock (press -> LED latency).
+function setKeys(op) {
+  const before = Atomics.load(v.ctrl, S.C_KEYS);
+  op();
+  const after = Atomics.load(v.ctrl, S.C_KEYS);
+  if (after !== before) { st.keyLog.push([now(), after]); trim(st.keyLog); }
+}
 
 // ---- console output: an ordered queue written to fd 1 off the event loop ------------------
 // Bounded like a USB CDC buffer: while nobody reads the pty, the oldest output
@@ -223,24 +231,24 @@ function state() {
     mode: st.mode, keys: Atomics.load(v.ctrl, S.C_KEYS), leds: Atomics.load(v.ctrl, S.C_LEDS),
     beep: { freq: Atomics.load(v.ctrl, S.C_BEEP_F), ms: Atomics.load(v.ctrl, S.C_BEEP_MS), count: Atomics.load(v.ctrl, S.C_BEEP_N) },
     boots: st.boots, cause: st.cause, wdt_ms: Atomics.load(v.ctrl, S.C_WDT_MS), kbd_intr: Atomics.load(v.ctrl, S.C_KBD),
-    led_log: st.ledLog, beep_log: st.beepLog, rx_dropped: Atomics.load(v.ctrl, S.C_RX_DROP),
+    led_log: st.ledLog, beep_log: st.beepLog, key_log: st.keyLog, rx_dropped: Atomics.load(v.ctrl, S.C_RX_DROP),
     tx_dropped: st.txDropped, uptime_ms: now(),
   };
 }
 function handle(req) {
   switch (req.op) {
     case "state": return state();
-    case "keys": Atomics.store(v.ctrl, S.C_KEYS, req.mask | 0); return {};
-    case "press": Atomics.or(v.ctrl, S.C_KEYS, keyBit(req.key)); return {};
-    case "release": Atomics.and(v.ctrl, S.C_KEYS, ~keyBit(req.key)); return {};
+    case "keys": setKeys(() => Atomics.store(v.ctrl, S.C_KEYS, req.mask | 0)); return {};
+    case "press": { const bit = keyBit(req.key); setKeys(() => Atomics.or(v.ctrl, S.C_KEYS, bit)); return {}; }
+    case "release": { const bit = keyBit(req.key); setKeys(() => Atomics.and(v.ctrl, S.C_KEYS, ~bit)); return {}; }
     case "tap": {
       // Down now; up once `ms` have passed AND the app has read the keys twice
       // since, so a busy machine cannot make the app miss a tap.
       const bit = keyBit(req.key), ms = Math.max(1, req.ms | 0 || 80);
       const t0 = Date.now(), reads0 = Atomics.load(v.ctrl, S.C_KEY_READS);
-      Atomics.or(v.ctrl, S.C_KEYS, bit);
+      setKeys(() => Atomics.or(v.ctrl, S.C_KEYS, bit));
       const up = () => {
-        if (Date.now() - t0 >= ms && ((Atomics.load(v.ctrl, S.C_KEY_READS) - reads0) | 0) >= 2) Atomics.and(v.ctrl, S.C_KEYS, ~bit);
+        if (Date.now() - t0 >= ms && ((Atomics.load(v.ctrl, S.C_KEY_READS) - reads0) | 0) >= 2) setKeys(() => Atomics.and(v.ctrl, S.C_KEYS, ~bit));
         else setTimeout(up, 5);
       };
       setTimeout(up, ms);

@@ -65,6 +65,9 @@ def test_keys_reach_the_app_and_leds_and_beeps_read_back(flashed):
         assert m.seq == 2
         s = vb.wait_for(lambda s: s["leds"] == 0, what="LEDs off after tap")
         assert [t_mask[1] for t_mask in s["led_log"]][-4:] == [0b100, 0, 0b10000, 0]
+        assert [t_keys[1] for t_keys in s["key_log"]] == [0b100, 0, 0b10000, 0]
+        # same clock: each LED change comes after the key change that caused it
+        assert all(k[0] <= led[0] for k, led in zip(s["key_log"], s["led_log"][-4:]))
         # bytes from the host reach the app's read(); its echo comes back as a frame
         con.write(b"hello\n")
         con.wait_frame(lambda m: m.type == messages.LOG and m.text == "echo hello", what="echo")
