@@ -165,6 +165,7 @@ def status(db, now=None):
         "sent": counts.get("sent", 0),
         "quarantined": counts.get("quarantined", 0),
         "skipped": counts.get("skipped", 0),
+        "superseded": counts.get("superseded", 0),
         "oldest_pending_at": oldest,
         "sync_lag_s": round(now - oldest, 3) if oldest is not None else 0.0,
         "last_sent_at": last_sent,

@@ -70,3 +70,27 @@ def test_profiles_listing():
     assert any(l.startswith("zhejiang") and "5=非常满意" in l and "pf 4" in l and "可选" in l for l in lines)
     r = CliRunner().invoke(main, ["sync", "profiles", "--show", "shandong"])
     assert "bad_requires_reason = true" in r.output
+
+
+def test_receiver_runs_as_a_command(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+    from .conftest import free_port
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-c", "from pingjia.tools.cli import main; main()", "receiver", "--port", str(port),
+                          "--db", str(tmp_path / "r.db"), "--profile", "gbt39046", "--key", KEY, "--sign-alg", "hmac-sm3"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert "profile gbt39046, hmac-sm3, listening on http://127.0.0.1:%d" % port in line
+        base = "http://127.0.0.1:%d" % port
+        assert urllib.request.urlopen(base + "/health").read() == b"ok"
+        req = urllib.request.Request(base + "/admin/faults", data=b'{"down": true}', method="POST")
+        assert json.load(urllib.request.urlopen(req))["faults"]["down"] is True
+        with pytest.raises(urllib.error.HTTPError) as e:  # unsigned batch
+            urllib.request.urlopen(urllib.request.Request(base + "/api/evaluations", data=b"{}", method="POST"))
+        assert e.value.code == 401
+    finally:
+        p.terminate()
+        p.wait(10)

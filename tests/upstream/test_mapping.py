@@ -136,3 +136,25 @@ def test_profile_errors_name_the_key(tmp_path):
     assert "unknown source 'window_no'" in str(e.value) and "would make an unrated case look rated" in str(e.value)
     with pytest.raises(ProfileError, match="not found"):
         mapping.load("atlantis")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["zhejiang", "shandong", "gbt39046"]), stars=st.integers(1, 5),
+       reasons=st.lists(st.integers(1, 4), max_size=4, unique=True), number=st.sampled_from([1, 2]),
+       t=st.floats(1704067200, 4102444800, allow_nan=False))
+def test_property_every_mapped_rating_passes_the_receiver_and_decodes_back(name, stars, reasons, number, t):
+    p = mapping.load(name)
+    r = rec(stars, reasons=",".join(map(str, reasons)), assess_number=number)
+    r["pressed_at"] = t
+    if stars <= 2 and not reasons and p.bad_requires_reason:
+        with pytest.raises(MappingError):
+            p.map_rating(r, CTX)
+        return
+    out = p.map_rating(r, CTX)
+    assert p.check(out) == []
+    assert p.stars_of(out) == stars
+    assert p.parse_time(out[p.time_field]) == float(int(t))  # whole seconds, Asia/Shanghai both ways
+    assert out[p.number_field] in (number, str(number))
