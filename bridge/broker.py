@@ -62,7 +62,7 @@ max_connections -1
 max_inflight_messages {max_inflight}
 max_queued_messages {max_queued}
 max_queued_bytes 0
-max_packet_size 4096
+max_packet_size 16384
 persistence {persistence}
 persistence_location {persistence_dir}/
 autosave_interval {autosave}
