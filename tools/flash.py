@@ -10,7 +10,6 @@
 # printed or logged: a FlashError carries only a reason.
 import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ MANIFEST = LIB + "/manifest.json"  # written last: version and file hashes of a 
 MAIN_SRC = "firmware/main.py"  # the device's /main.py
 SKIP_DIRS = {"virtual", "__pycache__"}
 HELLO_TIMEOUT = 30.0
+IO_TIMEOUT = 10.0  # seconds without a byte from the board before a step fails
 
 
 class FlashError(Exception):
@@ -157,22 +157,30 @@ print(repr([_h(p) for p in %r]))
 _PLATFORM = "import sys\nprint(repr((sys.implementation.name, sys.platform, '.'.join(str(x) for x in sys.implementation.version[:3]), getattr(sys.implementation, '_mpy', 0))))"
 
 
+def _quiet_mpremote():
+    """mpremote's transport prints what it read when a step fails; we report a reason instead.
+    A module-level print shadows the builtin for that module only (thread-safe, unlike redirect_stdout)."""
+    from mpremote import transport_serial
+
+    transport_serial.print = lambda *a, **k: None
+
+
 class Board:
     """One raw-REPL session with a board over `port` (mpremote's SerialTransport)."""
 
     def __init__(self, port, baud=115200):
-        from mpremote.transport import TransportError
+        from mpremote.transport import TransportError, TransportExecError
         from mpremote.transport_serial import SerialTransport
 
+        _quiet_mpremote()
         self.port = port
-        self._terr = TransportError
+        self._errors = (TransportError, TransportExecError)
         try:
-            self.t = SerialTransport(port, baudrate=baud)
+            self.t = SerialTransport(port, baudrate=baud, timeout=IO_TIMEOUT)  # a dead board must not block a read forever
         except Exception as e:
             raise FlashError("cannot open %s: %s" % (port, e)) from None
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failure
-                self.t.enter_raw_repl(soft_reset=True, timeout_overall=10)
+            self.t.enter_raw_repl(soft_reset=True, timeout_overall=10)
         except Exception:
             self.close()
             raise FlashError("no MicroPython raw REPL on %s (not a MicroPython board, or busy)" % port) from None
@@ -181,13 +189,19 @@ class Board:
             self.close()
             raise FlashError("%s runs %s, not MicroPython" % (port, impl))
 
-    def exec(self, code):
+    def _lost(self, doing, e):
+        """A FlashError for a failed step: a Python error on the board, or the board gone (reset, unplugged, power)."""
+        if isinstance(e, self._errors[1]):
+            return FlashError("board error on %s while %s: %s" % (self.port, doing, _last_line(e.error_output)))
+        detail = str(e) or e.__class__.__name__
+        return FlashError("lost contact with the board on %s while %s (%s); flash it again to resume"
+                          % (self.port, doing, _last_line(detail)))
+
+    def exec(self, code, doing="running a step"):
         try:
             return self.t.exec(code).decode(errors="replace")
-        except self._terr as e:
-            raise FlashError("board error on %s: %s" % (self.port, _last_line(str(e)))) from None
-        except Exception as e:  # serial errors when the board goes away
-            raise FlashError("lost %s: %s" % (self.port, e.__class__.__name__ + (": %s" % e if str(e) else ""))) from None
+        except Exception as e:  # TransportError, serial errors, OSError when the port goes away
+            raise self._lost(doing, e) from None
 
     def eval(self, code):
         import ast
@@ -212,10 +226,8 @@ class Board:
         part = path + ".part"
         try:
             self.t.fs_writefile(part, data, chunk_size=256)
-        except self._terr as e:
-            raise FlashError("writing %s on %s failed: %s" % (path, self.port, _last_line(str(e)))) from None
         except Exception as e:
-            raise FlashError("lost %s while writing %s (%s)" % (self.port, path, e.__class__.__name__)) from None
+            raise self._lost("writing %s" % path, e) from None
         if self.hashes([part])[part] != hashlib.sha256(data).hexdigest():
             raise FlashError("%s on %s does not match after writing (SHA-256)" % (path, self.port))
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\nos.rename(%r, %r)" % (path, part, path))
@@ -403,7 +415,7 @@ def _boot_and_hello(board, device_id, key, image, res, timeout, progress):
 
 
 def flash_board(port, db_path, image, device_id, window_id="", transport="serial", hall="", wifi=None,
-                broker=None, force=False, hello_timeout=HELLO_TIMEOUT, progress=None):
+                broker=None, settings=None, force=False, hello_timeout=HELLO_TIMEOUT, progress=None):
     """Provision one board: firmware + fresh key + config, verify, reset, HELLO, register. Returns Result."""
     res = Result(port, device_id=device_id, window_id=window_id or "", version=image.version)
     t0 = time.monotonic()
@@ -411,7 +423,7 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
     try:
         check_new_device(db_path, device_id, window_id, force)
         key = os.urandom(32)
-        cfg = make_config(device_id, key, window_id or "", transport, hall, wifi, broker)
+        cfg = make_config(device_id, key, window_id or "", transport, hall, wifi, broker, settings)
         _note(progress, "connect")
         board = Board(port)
         check_platform(board, image)
