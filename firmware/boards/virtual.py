@@ -22,10 +22,13 @@ import vboard
 class VirtualBoard:
     name = "virtual"
     fs_root = "/"
-    reason_keys = 3  # bits 5..7: the side channel can press keys 6..8
-
     def __init__(self, cfg):
         self.cfg = cfg
+        get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: d)
+        # Reason keys (bits 5..; the side channel presses them as keys 6..): none
+        # unless the config says so, like the host board.
+        self.reason_keys = get("reason_keys", 0)
+        self._wdt_ms = get("wdt_ms", 8000)
         self._wdt = None
         vboard.kbd_intr(-1)
         vboard.leds(0)
@@ -55,7 +58,7 @@ class VirtualBoard:
         # The first feed starts the watchdog (8 s, the RP2040's longest), so a
         # board that hangs before its loop runs is not reset during boot.
         if self._wdt is None:
-            self._wdt = machine.WDT(timeout=self.cfg.get("wdt_ms", 8000) if hasattr(self.cfg, "get") else 8000)
+            self._wdt = machine.WDT(timeout=self._wdt_ms)
         self._wdt.feed()
 
     def reset(self):
