@@ -40,10 +40,13 @@ class Writer:
         self._stopped = threading.Event()
         self.counters = {"stored": 0, "duplicates": 0, "replays": 0, "acks": 0, "batches": 0,
                          "commit_failures": 0, "max_batch": 0,
-                         "apply_s": 0.0, "commit_s": 0.0, "ack_s": 0.0}  # time spent per phase, cumulative
+                         "apply_s": 0.0, "commit_s": 0.0, "ack_s": 0.0, "idle_s": 0.0}  # time spent per phase, cumulative
 
     def start(self):
         self.conn = self.hub.store.connect()
+        self._out = queue.Queue()  # committed batches: (acks, commands, hooks) for the acker thread
+        self._acker = threading.Thread(target=self._ack_loop, name="hub-acker", daemon=True)
+        self._acker.start()
         self._thread = threading.Thread(target=self._run, name="hub-writer", daemon=True)
         self._thread.start()
 
@@ -54,27 +57,26 @@ class Writer:
             return not self._pending
         self.hub._q.put(_STOP)
         self._thread.join(timeout)
+        self._out.put(None)  # the acker sends what was committed, then ends
+        self._acker.join(timeout)
         flushed = not self._thread.is_alive() and not self._pending
         if not flushed:
             log.error("stopped with uncommitted messages pending=%d (keypads keep them and retransmit)", len(self._pending))
         return flushed
 
     def alive(self, max_age_s):
-        return self._thread is not None and self._thread.is_alive() and time.monotonic() - self._beat < max_age_s
+        return (self._thread is not None and self._thread.is_alive() and self._acker.is_alive()
+                and time.monotonic() - self._beat < max_age_s)
 
     def stats(self):
         s = dict(self.counters)
-        try:  # CPU the writer thread used (diagnostics: the rest of the process is transports and verification)
-            s["writer_cpu_s"] = time.clock_gettime(time.pthread_getcpuclockid(self._thread.ident))
-        except (AttributeError, OSError, TypeError):
-            pass
         s["pending_commit"] = len(self._pending)
         s["commit_error"] = self._failing
         return s
 
     def job(self, fn, timeout, transaction):
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("hub.call from the writer thread (a hook?) would wait for itself; hand off to another thread")
+        if threading.current_thread() in (self._thread, getattr(self, "_acker", None)):
+            raise RuntimeError("hub.call from the writer or acker thread (a hook?) would wait for itself; hand off to another thread")
         fut = concurrent.futures.Future()
         self.hub._q.put(("job", fn, fut, transaction))
         return fut.result(timeout)
@@ -107,10 +109,13 @@ class Writer:
         q = self.hub._q
         if batch and not stopping:
             time.sleep(wait)  # back off before retrying a failed commit
+        t = time.perf_counter()
         try:
             item = q.get_nowait() if batch or stopping else q.get(timeout=wait)
         except queue.Empty:
             return batch, None, stopping
+        finally:
+            self.counters["idle_s"] += time.perf_counter() - t
         while True:
             if item is _STOP:
                 stopping = True
@@ -129,6 +134,7 @@ class Writer:
     def _job(self, fn, fut, transaction):
         if not fut.set_running_or_notify_cancel():
             return
+        self._out.join()  # ACKs of earlier batches are out: a job sees the world after them
         now = self.hub.clock()
         try:
             if transaction:
@@ -230,18 +236,33 @@ class Writer:
         if self._failing is not None:
             log.info("commit recovered after_error=%r items=%d", self._failing, len(batch))
             self._failing = None
-        self.counters["batches"] += 1
-        self.counters["max_batch"] = max(self.counters["max_batch"], len(batch))
-        try:
-            self.counters["acks"] += self.hub.send_acks(acks)
-            self._effects(sends, effects)
-        except Exception:  # committed already; a keypad missing an ACK retransmits and is ACKed as a duplicate
-            log.exception("sending ACKs/commands after commit failed")
         c = self.counters
+        c["batches"] += 1
+        c["max_batch"] = max(c["max_batch"], len(batch))
         c["apply_s"] += t1 - t0
         c["commit_s"] += t2 - t1
-        c["ack_s"] += time.perf_counter() - t2
+        if self._out.qsize() >= 2:  # the acker is behind (a slow link): don't run ahead of it
+            self._out.join()
+        self._out.put((acks, sends, effects))
         return True
+
+    def _ack_loop(self):
+        """ACKs, commands and hooks of committed batches, in commit order, while the writer
+        already applies the next batch (its COMMIT's fsync overlaps with the sending)."""
+        while True:
+            item = self._out.get()
+            try:
+                if item is None:
+                    return
+                acks, sends, effects = item
+                t = time.perf_counter()
+                self.counters["acks"] += self.hub.send_acks(acks)
+                self._effects(sends, effects)
+                self.counters["ack_s"] += time.perf_counter() - t
+            except Exception:  # committed already; a keypad missing an ACK retransmits and is ACKed as a duplicate
+                log.exception("sending ACKs/commands after commit failed")
+            finally:
+                self._out.task_done()
 
     def _apply(self, item, acks, effects, seen):
         kind = item[0]

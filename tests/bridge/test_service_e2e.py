@@ -53,7 +53,7 @@ def test_service_mqtt_keypad_rates_a_case(tmp_path):
     sock.bind(sock_path)
     sock.settimeout(30)
     proc = subprocess.Popen([PINGJIA, "run"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env, "NOTIFY_SOCKET": sock_path})
+                            env={**os.environ, **env, "NOTIFY_SOCKET": sock_path, "PYTHONFAULTHANDLER": "1"})
     kp = None
     try:
         assert sock.recv(4096).startswith(b"READY=1")
@@ -81,7 +81,8 @@ def test_service_mqtt_keypad_rates_a_case(tmp_path):
         kp.stop()
         kp = None
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        rc = proc.wait(30)
+        assert rc == 0, proc.stderr.read()[-3000:]
     finally:
         if kp is not None:
             kp.stop()
