@@ -79,6 +79,7 @@ class Receiver:
         self.faults = {"down": False, "fail_next": 0, "fail_rate": 0.0, "fail_status": 503, "retry_after": None,
                        "delay": 0.0, "hang_next": 0, "hang_s": 30.0, "reject_keys": [], "reject_projects": []}
         self.set_faults(**faults)
+        self.last_idempotency_key = None
         self.counters = {"requests": 0, "batches": 0, "bad_signature": 0, "failed": 0, "hung": 0,
                          "accepted": 0, "duplicate": 0, "rejected": 0}
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
@@ -292,6 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, rc.state())
         with rc.lock:
             rc.counters["requests"] += 1
+            rc.last_idempotency_key = self.headers.get("Idempotency-Key")
         if rc.sign_key is not None:
             why = signing.verify(rc.sign_key, "POST", self.path, body, self.headers, alg=rc.sign_alg, skew=rc.skew)
             if why:

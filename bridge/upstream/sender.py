@@ -419,7 +419,9 @@ class Sender:
                 b["local_q"].append((r, "mapping: %s" % e))
         if b["ids"]:
             b["body"] = _ENC.encode({"profile": prof.name, "records": ratings, "unrated": unrated}).encode()
-            b["key"] = hashlib.sha256("\n".join(sorted(b["ids"])).encode()).hexdigest()[:32]
+            # Idempotency-Key header: the record's own key for a batch of one, else one derived from the batch's keys
+            b["key"] = next(iter(b["ids"])) if len(b["ids"]) == 1 else \
+                hashlib.sha256("\n".join(sorted(b["ids"])).encode()).hexdigest()[:32]
         return b
 
     def _start(self, b):

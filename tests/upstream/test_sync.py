@@ -276,3 +276,16 @@ def test_https_with_a_private_ca(db, receiver, tmp_path, caplog):
     s = Sender(db, sender_cfg(rc.url, sign_alg="hmac-sm3", ca_file=str(cert)))
     assert s.drain(max_seconds=10)["sent"] == 30
     assert_receiver_matches(db, rc)
+
+
+def test_idempotency_key_header(db, receiver):
+    seed_ratings(db, 3)
+    rc = receiver()
+    s = Sender(db, sender_cfg(rc.url, batch_size=1))
+    s.run_once()
+    assert rc.last_idempotency_key == "rating:P00000:1"  # one record: its own key
+    s2 = Sender(db, sender_cfg(rc.url, batch_size=10))
+    s2.run_once()
+    import hashlib
+    assert rc.last_idempotency_key == hashlib.sha256(b"rating:P00001:1\nrating:P00002:1").hexdigest()[:32]
+    assert rc.records()[0]["body"]["idemKey"] == "rating:P00000:1"  # and in every record
