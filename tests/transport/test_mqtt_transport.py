@@ -192,3 +192,27 @@ def test_acl_text_layout():
     assert "user KP-1\ntopic write pj/h9/dev/KP-1/up\ntopic write pj/h9/dev/KP-1/state\ntopic read pj/h9/dev/KP-1/down" in t
     assert t.index("user KP-1") < t.index("user KP-2")
     assert "pattern" not in t
+
+
+def test_deploy_files_match_the_generator():
+    from pingjia.bridge.broker import conf_text
+
+    d = ROOT / "deploy" / "mosquitto"
+    assert (d / "acl.example").read_text() == acl_text("HALL", ["KP-0001", "KP-0002"])
+    assert (d / "mosquitto.conf").read_text() == conf_text("HALL", 1883, "/etc/mosquitto/pingjia/passwd", "/etc/mosquitto/pingjia/acl",
+                                                           "/var/lib/mosquitto", bind="0.0.0.0", log_file=None)
+
+
+def test_render_for_a_system_broker(tmp_path, keys):
+    from pingjia.bridge import broker as brk
+
+    tsv = tmp_path / "devices.tsv"
+    tsv.write_text("".join("%s %s\n" % (d, k.hex()) for d, k in keys.items()))
+    brk.main(["--hall", "h7", "--out", str(tmp_path / "out"), str(tsv)])
+    out = tmp_path / "out"
+    users = [line.split(":")[0] for line in (out / "passwd").read_text().splitlines()]
+    assert sorted(users) == sorted(list(keys) + [BRIDGE_USER, CASES_USER, SMS_USER])
+    assert all(line.split(":", 1)[1].startswith("$7$") for line in (out / "passwd").read_text().splitlines())  # hashed
+    assert oct((out / "passwd").stat().st_mode & 0o777) == "0o600"
+    assert "password_file /etc/mosquitto/pingjia/passwd" in (out / "mosquitto.conf").read_text()
+    assert "user KP-0001\ntopic write pj/h7/dev/KP-0001/up" in (out / "acl").read_text()
