@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -68,6 +69,8 @@ class VirtualBoard:
             self.port = os.ttyname(self._slave)
             self._tmp = tempfile.mkdtemp(prefix="vboard-")
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        # What the host sent while the board was off never reached it.
+        termios.tcflush(self._master, termios.TCIFLUSH)
         ctl = os.path.join(self._tmp, "ctl.sock")
         if os.path.exists(ctl):
             os.unlink(ctl)

@@ -15,7 +15,6 @@
 // Ctrl-C for the app comes through shared memory (C_INTR), since a running app
 // blocks this thread and does not see messages.
 import { parentPort, workerData } from "node:worker_threads";
-import fs from "node:fs";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import { mountFlash } from "./flashfs.mjs";
 import { PRELUDE } from "./prelude.mjs";

@@ -182,3 +182,12 @@ def test_ctrl_c_interrupts_code_typed_at_the_repl(board):
         con.wait(lambda: b"KeyboardInterrupt" in con.raw and con.raw.endswith(b">>> "), what="interrupted")
         con.write(b"print(40 + 2)\r")
         con.wait(lambda: b"42\r\n>>> " in con.raw, what="REPL still works")
+
+
+def test_input_sent_while_the_board_is_off_never_reaches_it(board):
+    board.wait_for(lambda s: s["mode"] == "repl", what="REPL (empty flash)")
+    board.power_cut()
+    with Console(board.port) as con:
+        con.write(b"open('/stale', 'w').close()\r")  # typed into a dead board
+    board.start()
+    assert mpremote(board.port, "exec", "import os; print(os.listdir('/'))").strip() == "[]"
