@@ -2,7 +2,8 @@
 into the platform's fields (and tells the reference receiver what to accept).
 
 Internal meaning everywhere in the bridge: stars 1..5, 5 = 非常满意; times UNIX
-seconds UTC; reason codes are the keypad's small integers (1..n). Only this
+seconds UTC; reason codes are the keypad's configured codes (firmware config
+`reasons`, default 501-505). Only this
 module converts, at the edge. A new province is a new TOML file in
 bridge/profiles/ (or any path): see docs/UPSTREAM.md for every key.
 

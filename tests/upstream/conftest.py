@@ -122,7 +122,7 @@ def sync_until(sender, done, timeout=30.0):
             time.sleep(min(s["wait"], 0.05))
 
 
-def seed_ratings(conn, n, prefix="P", windows=3, reasons_for_bad="1"):
+def seed_ratings(conn, n, prefix="P", windows=3, reasons_for_bad="501"):
     """n rated cases with stars cycling 5,4,3,2,1 (差评 with a reason)."""
     for i in range(n):
         stars = 5 - (i % 5)

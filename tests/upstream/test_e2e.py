@@ -48,7 +48,7 @@ def test_hub_to_receiver_with_followup_and_unrated_event(tmp_path, receiver):
         hub.finish_case("E1")
         token = hub.get_case("E1")["token"]
         ev = m.encode(m.Message(m.RATING, "KP-0001", 1, 1, stars=1, token=token, nth=1, dt_ms=0, age_ms=40), key)
-        reason = m.encode(m.Message(m.REASON, "KP-0001", 1, 2, ref_seq=1, codes=(2,), age_ms=20), key)
+        reason = m.encode(m.Message(m.REASON, "KP-0001", 1, 2, ref_seq=1, codes=(502,), age_ms=20), key)
         assert hub.submit(ev, link) and hub.submit(reason, link)
         wait_for(lambda: followup.listing(conn, clock()) != [])  # hub.on_rated -> follow-up
         (f,) = followup.listing(conn, clock())

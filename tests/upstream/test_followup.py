@@ -58,8 +58,8 @@ def test_walk_through_states_from_cli(db, tmp_path):
     dbpath = db.execute("PRAGMA database_list").fetchone()[2]
     cfg = write_cfg(tmp_path, dbpath)
     now = time.time()
-    add_case(db, "BAD1", "W01", finished_at=local(2026, 9, 30, 10), stars=1, reasons="1,2")  # long past its deadline
-    add_case(db, "BAD2", "W02", finished_at=now - 60, stars=2, reasons="3")
+    add_case(db, "BAD1", "W01", finished_at=local(2026, 9, 30, 10), stars=1, reasons="501,502")  # long past its deadline
+    add_case(db, "BAD2", "W02", finished_at=now - 60, stars=2, reasons="503")
     add_case(db, "GOOD", "W02", finished_at=now - 60, stars=5)
     r = run("followup", "list", "--config", cfg, "--json")
     assert r.exit_code == 0, r.output
@@ -96,7 +96,7 @@ def test_walk_through_states_from_cli(db, tmp_path):
 
     f = json.loads(run("followup", "show", "BAD2", "--config", cfg, "--json").output)
     assert f["state"] == "已反馈" and f["closed_at"] is not None and f["overdue"] == 0 and f["rerated_stars"] == 4
-    assert [(s["state"], s["who"], s["note"]) for s in f["steps"]] == [("待核实", "bridge", "2★ 差评, 原因 3")] + steps + [
+    assert [(s["state"], s["who"], s["note"]) for s in f["steps"]] == [("待核实", "bridge", "2★ 差评, 原因 503")] + steps + [
         ("已反馈", "督查科 陈", "补充评价 4★ (assessNumber 2)")]
     text = run("followup", "show", "BAD2", "--config", cfg).output
     assert "补充评价 (assessNumber 2): 4★" in text and "电话回访，群众认可" in text

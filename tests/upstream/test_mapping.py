@@ -62,7 +62,7 @@ def test_gbt39046_field_by_field():
 @pytest.mark.parametrize("stars,provincial,national", [(5, "5", "1"), (4, "4", "2"), (3, "3", "3"), (2, "2", "4"), (1, "1", "5")])
 def test_level_direction_both_ways(stars, provincial, national):
     zj, gb = mapping.load("zhejiang"), mapping.load("gbt39046")
-    r = rec(stars, reasons="2" if stars <= 2 else "")
+    r = rec(stars, reasons="502" if stars <= 2 else "")
     a, b = zj.map_rating(r, CTX), gb.map_rating(r, CTX)
     assert a["satisfaction"] == provincial and b["satisfaction"] == national
     # and back: the receiver decodes each to the same internal stars
@@ -72,7 +72,7 @@ def test_level_direction_both_ways(stars, provincial, national):
 
 def test_bad_rating_reason_codes_and_required_reason():
     zj, sd, gb = (mapping.load(n) for n in ("zhejiang", "shandong", "gbt39046"))
-    r = rec(1, reasons="1,3")
+    r = rec(1, reasons="501,503")
     assert zj.map_rating(r, CTX)["evalDetail"] == "501,503"
     assert sd.map_rating(r, CTX)["evalDetail"] == "1001,1003"
     assert gb.map_rating(r, CTX)["evalDetail"] == "501,503"
@@ -81,8 +81,8 @@ def test_bad_rating_reason_codes_and_required_reason():
     for p in (sd, gb):
         with pytest.raises(MappingError, match="差评 .*without a reason"):
             p.map_rating(bare, CTX)
-    with pytest.raises(MappingError, match="reason code 9 has no evalDetail code"):
-        zj.map_rating(rec(2, reasons="9"), CTX)
+    with pytest.raises(MappingError, match="reason code 509 has no evalDetail code"):
+        zj.map_rating(rec(2, reasons="509"), CTX)
 
 
 def test_follow_up_rating_is_assess_number_2():
@@ -104,7 +104,7 @@ def test_unrated_record_is_never_a_rating():
 
 def test_receiver_side_checks_catch_each_trap():
     zj = mapping.load("zhejiang")
-    good = zj.map_rating(rec(1, reasons="1"), CTX)
+    good = zj.map_rating(rec(1, reasons="501"), CTX)
     assert zj.check(good) == []
     assert any("pf" in p for p in zj.check(dict(good, pf="5")))
     assert any("assessTime" in p for p in zj.check(dict(good, assessTime="2025/11/21 10:00")))
@@ -112,7 +112,7 @@ def test_receiver_side_checks_catch_each_trap():
     assert any("evalDetail" in p for p in zj.check(dict(good, evalDetail="999")))
     assert any("areaCode empty" in p for p in zj.check(dict(good, areaCode="")))
     sd = mapping.load("shandong")
-    bad = sd.map_rating(rec(2, reasons="1"), CTX)
+    bad = sd.map_rating(rec(2, reasons="501"), CTX)
     assert any("差评必须" in p for p in sd.check(dict(bad, evalDetail="")))
 
 
@@ -143,7 +143,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(["zhejiang", "shandong", "gbt39046"]), stars=st.integers(1, 5),
-       reasons=st.lists(st.integers(1, 4), max_size=4, unique=True), number=st.sampled_from([1, 2]),
+       reasons=st.lists(st.integers(501, 505), max_size=4, unique=True), number=st.sampled_from([1, 2]),
        t=st.floats(1704067200, 4102444800, allow_nan=False))
 def test_property_every_mapped_rating_passes_the_receiver_and_decodes_back(name, stars, reasons, number, t):
     p = mapping.load(name)

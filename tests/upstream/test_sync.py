@@ -217,7 +217,7 @@ def test_rejections_quarantine_then_repush_after_mapping_fix(db, receiver, tmp_p
 @pytest.mark.expect_warnings
 def test_missing_required_reason_is_quarantined_locally(db, receiver, caplog):
     add_case(db, "S1", "W01", stars=1, reasons="")  # 差评 without a reason
-    add_case(db, "S2", "W01", stars=2, reasons="2")
+    add_case(db, "S2", "W01", stars=2, reasons="502")
     add_case(db, "S3", "W01")  # unrated: this platform takes none
     rc = receiver(profile="shandong")
     s = Sender(db, sender_cfg(rc.url, profile="shandong"))
