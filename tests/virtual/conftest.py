@@ -42,8 +42,8 @@ def board(tmp_path):
 def flashed(board, stage):
     """A board with the test app copied and started by `mpremote reset` (boot 1)."""
     flash(board, stage)
-    mpremote(board.port, "reset")
-    with Console(board.port) as con:
+    with Console(board.port) as con:  # opened first: nothing the new boot sends is missed
+        mpremote(board.port, "reset")
         con.wait_frame(lambda m: m.type == messages.LOG and m.text.startswith("boot 1 "), what="first boot")
     return board
 

@@ -52,17 +52,17 @@ class FwConsole(Console):
 def test_firmware_boots_takes_presses_keeps_its_journal_and_yields_the_repl(board, firmware_tree):
     d = firmware_tree
     mpremote(board.port, "fs", "cp", "-r", str(d / "lib"), str(d / "main.py"), str(d / "pingjia_config.json"), ":")
-    mpremote(board.port, "reset")
-    with FwConsole(board.port) as con:
+    with FwConsole(board.port) as con:  # opened first: nothing the new boot sends is missed
+        mpremote(board.port, "reset")
         hello = con.wait_frame(lambda m: m.type == messages.HELLO, what="HELLO")
         assert (hello.device_id, hello.board) == (DEVICE, "virtual")
         board.tap(4, 100)
         press = con.wait_frame(lambda m: m.type == messages.UNSOLICITED, what="press")
         assert press.stars == 4 and press.seq >= 1
     # Power cut before any ACK: the event is in the flash journal and comes again after boot.
-    board.power_cut()
-    board.start()
     with FwConsole(board.port) as con:
+        board.power_cut()
+        board.start()
         con.wait_frame(lambda m: m.type == messages.HELLO and m.boot > hello.boot, what="HELLO after the cut")
         start = next(i for i, m in enumerate(con.frames) if m.type == messages.HELLO and m.boot > hello.boot)
         con.wait(lambda: any(m.type == messages.UNSOLICITED for m in con.frames[start:]), what="replayed press")

@@ -41,8 +41,8 @@ def test_mpremote_copies_files_and_hashes_match(board, stage):
 
 def test_mpremote_reset_boots_main_and_frames_decode_on_host(board, stage):
     flash(board, stage)
-    mpremote(board.port, "reset")
-    with Console(board.port) as con:
+    with Console(board.port) as con:  # opened first: nothing the new boot sends is missed
+        mpremote(board.port, "reset")
         hello = con.wait_frame(lambda m: m.type == messages.HELLO, what="HELLO")
         assert (hello.device_id, hello.fw, hello.board, hello.boot) == ("VB-TEST", "vtest", "virtual", 1)
         assert boot_log(con, 1) == 2  # machine.HARD_RESET
@@ -100,9 +100,9 @@ def test_mpremote_interrupts_a_running_app(flashed):
 def test_file_written_by_the_app_survives_power_cut(flashed):
     vb = flashed
     assert (vb.flash_dir / "boots.txt").read_text() == "boot 1 cause 2\n"
-    vb.power_cut()
-    vb.start()
-    with Console(vb.port) as con:
+    with Console(vb.port) as con:  # the port outlives the power cut
+        vb.power_cut()
+        vb.start()
         assert boot_log(con, 2) == 1  # machine.PWRON_RESET: it read the file written before the cut
     assert (vb.flash_dir / "boots.txt").read_text() == "boot 1 cause 2\nboot 2 cause 1\n"
 
@@ -128,8 +128,8 @@ IDLE_APPS = {
 def test_ctrl_c_interrupts_apps_that_leave_kbd_intr_on(board, tmp_path):
     for name, src in IDLE_APPS.items():
         (tmp_path / "main.py").write_text(src)
-        mpremote(board.port, "fs", "cp", str(tmp_path / "main.py"), ":main.py", "+", "reset")
         with Console(board.port) as con:
+            mpremote(board.port, "fs", "cp", str(tmp_path / "main.py"), ":main.py", "+", "reset")
             con.wait(lambda: b"running" in con.raw, what="%s app running" % name)
         assert board.state()["mode"] == "app", name
         # mpremote's own Ctrl-C ends the endless app; the Ctrl-A right behind it reaches the REPL
