@@ -40,6 +40,7 @@ function renderKpis(h) {
   setText("k-rate", pct(t.rating_rate));
   setText("k-sat", pct(t.satisfaction_rate));
   setText("k-bad", t.bad);
+  document.getElementById("k-bad").parentNode.classList.toggle("bad", t.bad > 0);
   const bound = h.windows.filter((w) => w.device_id);
   setText("k-online", bound.filter((w) => w.state === "ok" || w.state === "journal" || w.state === "error").length + " / " + h.windows.length);
 }
