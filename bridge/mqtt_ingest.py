@@ -67,6 +67,28 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
+class _LightInfo(mqtt.MQTTMessageInfo):
+    """MQTTMessageInfo without its threading.Condition, for ACKs nobody waits on."""
+
+    __slots__ = ()
+
+    def __init__(self, mid):  # noqa: D107 - no super(): that builds the Condition
+        self.mid = mid
+        self._published = False
+        self._condition = None
+        self.rc = mqtt.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _set_as_published(self):
+        self._published = True
+
+    def is_published(self):
+        return self._published
+
+    def wait_for_publish(self, timeout=None):
+        return self._published
+
+
 class _Client(mqtt.Client):
     """paho's client with two hot paths trimmed (paho 2.x internals; the
     transport tests run through both on every message):
@@ -74,6 +96,8 @@ class _Client(mqtt.Client):
     - an incoming QoS 1 PUBLISH (one per keypad event) goes to one handler
       with its topic and payload, without paho's MQTTMessage and callback
       matching; the PUBACK is sent after the handler returns, as paho does;
+    - publish_qos1 queues a QoS 1 message like publish() without its per-call
+      validation and Condition object;
     - a plain MQTT 3.1.1 PUBACK for one of our QoS 1 publishes (one per ACK we
       send) is handled without building ReasonCode/Properties objects, which
       paho does for every PUBACK even on 3.1.1."""
@@ -82,6 +106,31 @@ class _Client(mqtt.Client):
 
     def _create_socket(self):
         return _BufferedSocket(super()._create_socket())
+
+    def publish_qos1(self, topic_bytes, payload):
+        """Client.publish(topic, payload, qos=1) for the bridge's down messages, minus
+        the parts it doesn't need (topic validation of a topic we built, a
+        Condition per message): the same _out_messages entry, so paho's
+        PUBACK handling and its resend after a reconnect treat it like any
+        other QoS 1 message. Returns paho's rc."""
+        if self._protocol == mqtt.MQTTv5 or self._max_inflight_messages or self._max_queued_messages:
+            return self.publish(topic_bytes.decode(), payload, qos=1).rc
+        mid = self._mid_generate()
+        m = mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
+        m.mid, m._topic, m.payload, m.qos, m.retain, m.dup = mid, topic_bytes, payload, 1, False, False
+        m.properties, m.timestamp, m.info = None, mqtt.time_func(), _LightInfo(mid)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return mqtt.MQTT_ERR_QUEUE_SIZE
+            self._out_messages[mid] = m
+            self._inflight_messages += 1
+            m.state = mqtt.mqtt_ms_wait_for_puback
+            rc = self._send_publish(mid, topic_bytes, payload, 1, False, False, m.info, None)
+            if rc == mqtt.MQTT_ERR_NO_CONN:
+                self._inflight_messages -= 1
+                m.state = mqtt.mqtt_ms_publish
+            m.info.rc = rc
+            return rc
 
     def _handle_publish(self):
         cmd = self._in_packet["command"]
@@ -208,13 +257,15 @@ class MqttLink:
         While the broker is away paho refuses it; the keypad retransmits the
         event and gets a fresh ACK, so a dropped ACK is counted, not lost data."""
         try:
-            qos = self.ack_qos if len(raw) > 1 and raw[1] == _ACK else 1
-            info = self.client.publish(self._prefix + device_id + "/down", raw, qos=qos)
+            if self.ack_qos == 0 and len(raw) > 1 and raw[1] == _ACK:
+                rc = self.client.publish(self._prefix + device_id + "/down", raw, qos=0).rc
+            else:
+                rc = self.client.publish_qos1(("%s%s/down" % (self._prefix, device_id)).encode(), bytes(raw))
         except Exception as e:  # noqa: BLE001
             self.stats["send_dropped"] += 1
             log.debug("send to %s dropped: %s", device_id, e)
             return False
-        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+        if rc == mqtt.MQTT_ERR_SUCCESS:
             self.stats["sent"] += 1
             return True
         self.stats["send_dropped"] += 1
