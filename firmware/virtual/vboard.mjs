@@ -102,25 +102,24 @@ function txNext() {
 }
 
 // ---- console input: pty -> ring (or Ctrl-C -> interrupt) -----------------------------------
-let hold = null;  // bytes after a Ctrl-C that interrupts the app: kept until the REPL is up
+let hold = null;  // bytes after an interrupting Ctrl-C: kept until the interrupt has been taken
 function rxBytes(bytes) {
   if (hold) { hold.push(bytes); return; }
   const kbd = Atomics.load(v.ctrl, S.C_KBD);
-  const start = 0;
   for (let i = 0; i < bytes.length; i++) {
     const running = st.mode === "app" || Atomics.load(v.ctrl, S.C_BUSY) === 1;
     if (running && kbd >= 0 && bytes[i] === kbd) {
       // As on a board with kbd_intr enabled: Ctrl-C raises KeyboardInterrupt in
       // the app (or in code the REPL runs) and is not data; what follows waits
       // until it has been taken.
-      ringPush(bytes.subarray(start, i));
+      ringPush(bytes.subarray(0, i));
       hold = [bytes.subarray(i + 1)];
       Atomics.store(v.ctrl, S.C_INTR, 1);
       wake();
       return;
     }
   }
-  ringPush(bytes.subarray(start));
+  ringPush(bytes);
 }
 function ringPush(bytes) {
   if (!bytes.length) return;
