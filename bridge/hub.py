@@ -89,15 +89,20 @@ class Hub:
         return self.writer.alive(max_age_s)
 
     def _tick_loop(self):
-        last_keys = time.monotonic()
+        last_keys, failing = time.monotonic(), None
         while not self._stop_timer.wait(TICK_S):
             try:
                 self.tick()
                 if time.monotonic() - last_keys > KEY_RELOAD_S:
                     self.reload_keys()
                     last_keys = time.monotonic()
-            except Exception as e:  # keep ticking; the writer logs commit errors itself
-                log.debug("tick failed error=%r", e)
+                if failing is not None:
+                    log.info("prompt expiry recovered after_error=%r", failing)
+                    failing = None
+            except Exception as e:  # keep ticking: logged once, the next tick retries
+                if failing is None:
+                    log.error("prompt expiry failed, retrying every %ss error=%r", TICK_S, str(e))
+                failing = str(e)
 
     # -- keys -------------------------------------------------------------------------------------
     def reload_keys(self):
@@ -108,7 +113,8 @@ class Hub:
         finally:
             conn.close()
         with self._keys_lock:
-            self._signers = {d: Signer(k) for d, k in keys.items()}
+            old = self._signers
+            self._signers = {d: (old[d] if d in old and old[d]._key == k else Signer(k)) for d, k in keys.items()}
             for d, b in boots.items():
                 if b is not None and b > self._boot.get(d, -1):
                     self._boot[d] = b
