@@ -277,9 +277,10 @@ def register(group):
             return
         for r in rows:
             r["overdue"] = "超期" if r["overdue"] else ""
-            r["deadline"] = fmt_time(r["deadline"])
+            r["deadline"] = fmt_time(r["deadline"] - 1)  # the last second of the last working day
             r["stars"] = "%s★" % r["stars"] if r["stars"] else "-"
-        click.echo(_table(rows, ["project_no", "window_id", "clerk_name", "stars", "state", "deadline", "overdue",
+            r["reasons"] = r["reasons"] or "-"
+        click.echo(_table(rows, ["project_no", "window_id", "clerk_name", "stars", "reasons", "state", "deadline", "overdue",
                                  "rerated_stars", "last_step"]))
 
     @followup_grp.command("show")
@@ -298,7 +299,7 @@ def register(group):
             click.echo(json.dumps(f, ensure_ascii=False, indent=2))
             return
         click.echo("%s  window %s  %s★  %s  deadline %s%s" % (
-            f["project_no"], f["window_id"], f["stars"], f["state"], fmt_time(f["deadline"]), "  超期" if f["overdue"] else ""))
+            f["project_no"], f["window_id"], f["stars"], f["state"], fmt_time(f["deadline"] - 1), "  超期" if f["overdue"] else ""))
         if f["rerated_stars"]:
             click.echo("补充评价 (assessNumber 2): %s★" % f["rerated_stars"])
         for s in f["steps"]:
