@@ -216,6 +216,19 @@ def device_rotate_key(device_id, db_path, config_path):
     click.echo("new key for %s (shown only now): %s" % (device_id, key.hex()))
 
 
+@device.command("identify")
+@click.argument("device_id")
+@click.option("--seconds", default=10, show_default=True, help="How long the keypad blinks.")
+@click.option("--url", envvar="PINGJIA_URL", help="Bridge API base URL (env PINGJIA_URL); default from --config.")
+@click.option("--token", envvar="PINGJIA_TOKEN", help="Bearer token (env PINGJIA_TOKEN); default from --config.")
+@CONFIG_OPT
+def device_identify(device_id, seconds, url, token, config_path):
+    """Make a keypad blink (through the running bridge) so hall IT can find it."""
+    r = _api(_api_target(url, token, config_path), "POST", "/api/devices/%s/identify" % urllib.request.quote(device_id, safe=""),
+             {"seconds": seconds})
+    click.echo("%s: identify %s" % (device_id, "sent" if r["sent"] else "not sent (keypad has no link yet)"))
+
+
 @device.command("history")
 @click.argument("device_id", required=False)
 @click.option("--window", "window_id", help="Only this window.")
@@ -259,11 +272,15 @@ def windows_add(obj, window_id, name, dept_code, dept_name):
 @click.pass_context
 def cases(ctx, url, token, config_path):
     """Open, finish, cancel and read cases through the running bridge's HTTP API."""
+    ctx.obj = _api_target(url, token, config_path)
+
+
+def _api_target(url, token, config_path):
     cfg = _config(config_path)
     if not url:
         host, port = cfg.http_address()
         url = "http://%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)
-    ctx.obj = (url.rstrip("/"), token if token is not None else cfg.bridge["http_token"])
+    return url.rstrip("/"), token if token is not None else cfg.bridge["http_token"]
 
 
 def _api(obj, method, path, body=None):

@@ -8,6 +8,7 @@
 #   GET  /api/cases?state=&window_id=&limit=
 #   GET  /api/status                      -> every keypad's state, problems first, plus bridge counters
 #   GET  /api/devices, GET /api/windows
+#   POST /api/devices/<id>/identify {"seconds": 10}, POST /api/devices/<id>/query
 #   GET  /, /static/*, /api/hall          -> pingjia.bridge.statuspage.handle(store_path, method, path)
 # Errors are JSON {"error": "...", "field": "..."} with a 4xx status. With
 # bridge.http_token set, /api/cases* and /api/devices need
@@ -21,6 +22,7 @@ import logging
 import threading
 import urllib.parse
 
+from ..protocol import messages as m
 from . import cases, status
 
 log = logging.getLogger("pingjia.bridge.http")
@@ -62,6 +64,8 @@ class Api:
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
         if parts[:2] == ["api", "cases"]:
             return self._cases(method, parts[2:], query, body)
+        if parts[:2] == ["api", "devices"] and len(parts) == 4 and parts[3] in ("identify", "query"):
+            return self._device_command(method, parts[2], parts[3], body)
         if method != "GET":
             raise ApiError(405, "method not allowed")
         conn = self.store.connect(readonly=True)
@@ -105,6 +109,21 @@ class Api:
             fn = self.hub.finish_case if rest[1] == "finish" else self.hub.cancel_case
             return 200, fn(pn)
         raise ApiError(404, "no such endpoint")
+
+    def _device_command(self, method, device_id, what, body):
+        """POST /api/devices/<id>/identify {"seconds": 10} (blink so hall IT find the unit) | /query (HELLO+STATUS)."""
+        if method != "POST":
+            raise ApiError(405, "use POST")
+        if self.hub.signer(device_id) is None:
+            raise ApiError(404, "unknown or retired device %s" % device_id)
+        if what == "identify":
+            seconds = self._json(body).get("seconds", 10) if body else 10
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 600:
+                raise ApiError(400, "seconds must be an integer 1..600", "seconds")
+            sent = self.hub.command(device_id, m.IDENTIFY, seconds=seconds)
+        else:
+            sent = self.hub.command(device_id, m.QUERY)
+        return 200, {"device_id": device_id, "command": what, "sent": bool(sent)}
 
     @staticmethod
     def _json(body):

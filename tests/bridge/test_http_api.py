@@ -99,3 +99,16 @@ def test_status_page_is_mounted(api):
         assert r.status == 200 and b"<html" in r.read().lower()
     st, hall = call(api, "GET", "/api/hall")
     assert st == 200 and "windows" in json.dumps(hall)
+
+
+def test_identify_and_query_a_keypad(api, hub, link, kp):
+    hub.submit(kp.hello(), link)
+    hub.call(lambda conn, now: (None, []))
+    st, r = call(api, "POST", "/api/devices/KP-0001/identify", {"seconds": 15}, "s3cret")
+    assert (st, r["sent"]) == (200, True)
+    assert call(api, "POST", "/api/devices/KP-0001/query", {}, "s3cret")[1]["sent"] is True
+    got = [(x.type, getattr(x, "seconds", None)) for x in link.decoded(kp) if x.type in (m.IDENTIFY, m.QUERY)]
+    assert got == [(m.IDENTIFY, 15), (m.QUERY, None)]
+    assert call(api, "POST", "/api/devices/KP-0001/identify", {"seconds": 0}, "s3cret")[0] == 400
+    assert call(api, "POST", "/api/devices/KP-9999/identify", {}, "s3cret")[0] == 404
+    assert call(api, "POST", "/api/devices/KP-0001/identify", {})[0] == 401
