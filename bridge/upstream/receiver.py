@@ -22,6 +22,8 @@ Faults (constructor keywords and /admin/faults keys):
   hang_s: float         (default 30)
   reject_keys: list     idempotency keys to reject ("rejected by test")
   reject_projects: list projectNo values to reject
+  poison_projects: list a batch holding one of these projectNo values is refused
+                        as a whole with 400 (the platform's "bad request")
 
 Records are kept in SQLite keyed by idempotency key: a repeat is acknowledged
 as "duplicate" and not stored again; a different key for a (projectNo,
@@ -43,7 +45,7 @@ log = logging.getLogger("pingjia.upstream.receiver")
 _ENC = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 FAULT_KEYS = {"down", "fail_next", "fail_rate", "fail_status", "retry_after", "delay", "hang_next", "hang_s",
-              "reject_keys", "reject_projects"}
+              "reject_keys", "reject_projects", "poison_projects"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -77,7 +79,8 @@ class Receiver:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.faults = {"down": False, "fail_next": 0, "fail_rate": 0.0, "fail_status": 503, "retry_after": None,
-                       "delay": 0.0, "hang_next": 0, "hang_s": 30.0, "reject_keys": [], "reject_projects": []}
+                       "delay": 0.0, "hang_next": 0, "hang_s": 30.0, "reject_keys": [], "reject_projects": [],
+                       "poison_projects": []}
         self.set_faults(**faults)
         self.last_idempotency_key = None
         self.counters = {"requests": 0, "batches": 0, "bad_signature": 0, "failed": 0, "hung": 0,
@@ -106,7 +109,7 @@ class Receiver:
             raise ValueError("unknown fault option(s): %s" % ", ".join(sorted(bad)))
         with self.lock:
             for k, v in faults.items():
-                self.faults[k] = list(v) if k in ("reject_keys", "reject_projects") else v
+                self.faults[k] = list(v) if k in ("reject_keys", "reject_projects", "poison_projects") else v
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self):
@@ -315,6 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
             doc = json.loads(body)
             if not isinstance(doc, dict):
                 raise ValueError("body is not an object")
+            poison = set(rc.faults["poison_projects"])
+            if poison and rc.profile.project_field:
+                bad = [r.get(rc.profile.project_field) for r in doc.get("records") or [] if isinstance(r, dict)]
+                bad = [p for p in bad if p in poison]
+                if bad:
+                    raise ValueError("record %s is malformed (poison_projects)" % bad[0])
             results = rc.handle_batch(doc, time.time())
         except (ValueError, TypeError, AttributeError) as e:
             return self._send(400, {"error": "bad batch: %s" % e})

@@ -235,6 +235,9 @@ class _tx:
         return False
 
 
+REFUSED_WHOLE = (400, 413, 422)  # the request itself is refused: something in it, not the platform's health
+
+
 class BatchFailed(Exception):
     def __init__(self, reason, retry_after=None, status=None):
         super().__init__(reason)
@@ -297,6 +300,7 @@ class Sender:
         self.ctx = {"area_code": self.cfg["area_code"], "data_source": self.cfg["data_source"], "hall": self.cfg["hall"]}
         self._http = None
         self._wake = threading.Event()
+        self._isolate = set()  # outbox ids to send alone (their batch was refused as a whole)
         self.failures = 0  # consecutive failed requests
         self.open_until = 0.0
         self.last_error = ""
@@ -393,7 +397,11 @@ class Sender:
 
     def _prepare(self, now, exclude=()):
         """Select and map the next due batch (nothing written yet). None when nothing is due."""
-        if exclude:
+        isolate = sorted(self._isolate - set(exclude))
+        if isolate:  # records of a batch the platform refused as a whole: one per request, to find the bad one
+            self._isolate.discard(isolate[0])
+            cur = self.conn.execute(SELECT_DUE.replace("ORDER BY", "AND o.id = ?\nORDER BY"), (now, isolate[0], 1))
+        elif exclude:
             sql = SELECT_DUE.replace("ORDER BY", "AND o.id NOT IN (%s)\nORDER BY" % ",".join("?" * len(exclude)))
             cur = self.conn.execute(sql, (now, *exclude, self.cfg["batch_size"]))
         else:
@@ -446,6 +454,7 @@ class Sender:
         stats = {"batch": len(rows), "sent": 0, "duplicate": 0, "quarantined": 0, "skipped": len(skipped), "retry": 0, "wait": 0.0}
         now = self.clock()
         done, quarantine, retry = [], [], []
+        isolate_now = False
         if failure is None:
             seen = set()
             for res in results:
@@ -469,6 +478,17 @@ class Sender:
             for k, r in ids.items():
                 if k not in seen:
                     retry.append((r, "platform's answer did not mention this record"))
+        elif failure.status in REFUSED_WHOLE and len(ids) == 1:
+            # the platform refuses this one record outright (400/413/422): a per-record rejection
+            quarantine = [(r, "platform: %s" % failure.reason) for r in ids.values()]
+            failure = None
+        elif failure.status in REFUSED_WHOLE:
+            # a batch refused as a whole: send its records one by one (now) to single out the bad one,
+            # instead of retrying the same batch forever; not a platform outage, so no backoff, no circuit
+            self._isolate.update(r["id"] for r in ids.values())
+            retry = [(r, "batch refused (%s); resent one by one" % failure.reason) for r in ids.values()]
+            isolate_now = True
+            failure = None
         else:
             retry = [(r, failure.reason) for r in ids.values()]
         quarantine += local_q
@@ -491,7 +511,7 @@ class Sender:
             if retry:
                 upd = []
                 for r, why in retry:
-                    delay = self._backoff(r["attempts"] + 1)
+                    delay = 0.0 if isolate_now else self._backoff(r["attempts"] + 1)
                     if retry_after is not None:
                         delay = max(delay, retry_after)
                     upd.append((now + delay, why[:500], r["id"]))

@@ -289,3 +289,17 @@ def test_idempotency_key_header(db, receiver):
     import hashlib
     assert rc.last_idempotency_key == hashlib.sha256(b"rating:P00001:1\nrating:P00002:1").hexdigest()[:32]
     assert rc.records()[0]["body"]["idemKey"] == "rating:P00000:1"  # and in every record
+
+
+@pytest.mark.expect_warnings
+def test_batch_refused_as_a_whole_is_split_to_find_the_bad_record(db, receiver, caplog):
+    seed_ratings(db, 40)
+    rc = receiver(poison_projects=["P00017"])  # the platform answers 400 to any batch holding this record
+    s = Sender(db, sender_cfg(rc.url, batch_size=20))
+    s.drain(max_seconds=20)
+    ob = {o["project_no"]: o for o in outbox(db)}
+    assert states(db) == {"sent": 39, "quarantined": 1}
+    assert "platform: HTTP 400" in ob["P00017"]["last_error"] and "poison_projects" in ob["P00017"]["last_error"]
+    assert rc.state()["stored"] == 39 and s.failures == 0  # not an outage: no circuit, no backoff
+    assert rc.state()["counters"]["requests"] == 2 + 20  # two batches, then the refused one record by record
+    assert_receiver_matches(db, rc)
