@@ -156,6 +156,8 @@ def register(group):
             st["pending"], st["due"], st["sent"], st["quarantined"], st["skipped"]))
         click.echo("sync lag %.0fs (oldest pending %s), last sent %s" % (
             st["sync_lag_s"], fmt_time(st["oldest_pending_at"]), fmt_time(st["last_sent_at"])))
+        for q in st["quarantine_reasons"]:
+            click.echo("  quarantined %5d  %s" % (q["count"], q["reason"]))
 
     @sync.command("profiles")
     @click.option("--show", "show", default=None, help="Print one profile's file.")

@@ -169,6 +169,9 @@ def status(db, now=None):
         "oldest_pending_at": oldest,
         "sync_lag_s": round(now - oldest, 3) if oldest is not None else 0.0,
         "last_sent_at": last_sent,
+        "quarantine_reasons": [{"reason": r, "count": n} for r, n in conn.execute(
+            "SELECT last_error, COUNT(*) FROM outbox WHERE state = 'quarantined' GROUP BY last_error "
+            "ORDER BY COUNT(*) DESC, last_error LIMIT 5")],
         "sender": None,
     }
     live = [s for s in list(_LIVE) if s.running]

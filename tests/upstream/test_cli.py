@@ -46,7 +46,7 @@ def test_sync_run_status_preview(db, receiver, tmp_path):
     assert r.exit_code == 0, r.output
     assert "sent 12" in r.output and "quarantined 1" in r.output and "queue: 0 pending" in r.output
     r = CliRunner().invoke(main, ["sync", "status", "--config", str(cfg)])
-    assert "sent 12, quarantined 1" in r.output
+    assert "sent 12, quarantined 1" in r.output and "quarantined     1  mapping: 差评 (2★) without a reason" in r.output
     r = CliRunner().invoke(main, ["quarantine", "list", "--config", str(cfg)])
     assert "NOREASON" in r.output and "mapping: 差评 (2★) without a reason" in r.output
     assert rc.state()["stored"] == 12
