@@ -1,6 +1,6 @@
 """docs/HALL_IT.md end to end, with the same commands: a virtual board flashed with `pingjia flash`, the bridge
 (`pingjia run`) on its port, the status page in headless Chromium showing it online, a case finished, a key
-pressed on the board (`pingjia vboard` stdin), the rating on the page without reload."""
+pressed on the board (`pingjia vboard` stdin), the rating on the page without reload, then the board unplugged."""
 import os
 import socket
 import subprocess
@@ -32,8 +32,9 @@ def vboard_cli(tmp_path):
     line = p.stdout.readline()
     assert line.startswith("port: "), line
     yield line.split()[1], p
-    p.terminate()
-    p.wait(timeout=30)
+    if p.poll() is None:
+        p.terminate()
+        p.wait(timeout=30)
 
 
 def test_newcomer_walkthrough(tmp_path, vboard_cli, browser, shot):
@@ -68,6 +69,11 @@ def test_newcomer_walkthrough(tmp_path, vboard_cli, browser, shot):
         assert page.text_content("#k-rated") == "1" and page.text_content("#k-sat") == "100.0%"
         assert page.evaluate("window.__noReload") == 1
         shot(page, "walkthrough-2-rated")
+        board.terminate()  # Ctrl-C in the vboard terminal: the board is unplugged
+        board.wait(timeout=30)
+        page.wait_for_selector('#alerts .alert[data-window="W01"][data-state="offline"]', timeout=60000)
+        assert "离线" in page.text_content('#windows .win[data-window="W01"] .pill')
+        shot(page, "walkthrough-3-unplugged")
         page.close()
     finally:
         bridge.terminate()
