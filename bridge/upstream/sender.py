@@ -154,6 +154,14 @@ def connect(db):
 def status(db, now=None):
     """Queue depth and sync lag for the status endpoint (JSON-able dict)."""
     conn = connect(db)
+    try:
+        return _status(conn, now)
+    finally:
+        if conn is not db and conn is not getattr(db, "conn", None):
+            conn.close()
+
+
+def _status(conn, now=None):
     now = time.time() if now is None else now
     counts = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
     due, oldest = conn.execute(
@@ -185,6 +193,14 @@ def repush(db, record_ids=(), case_ids=(), since=None, until=None, states=("quar
     """Put records back to pending (due now). Selects by record id, case id, and/or
     created_at in [since, until); only rows in `states`. Returns the number moved."""
     conn = connect(db)
+    try:
+        return _repush(conn, record_ids, case_ids, since, until, states, actor, now)
+    finally:
+        if conn is not db and conn is not getattr(db, "conn", None):
+            conn.close()
+
+
+def _repush(conn, record_ids, case_ids, since, until, states, actor, now):
     now = time.time() if now is None else now
     where, params = ["state IN (%s)" % ",".join("?" * len(states))], list(states)
     sel = []
