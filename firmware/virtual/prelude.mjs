@@ -7,7 +7,8 @@
 //   vboard   the board's I/O for firmware/boards/virtual.py: keys(), leds(mask),
 //            beep(freq, ms), read(), write(data), feed_wdt(), kbd_intr(char)
 // and gives asyncio the blocking asyncio.run() a board has (missing in this
-// port, whose asyncio runs on JS timers), plus time.sleep* that really sleep.
+// port, whose asyncio runs on JS timers), time.sleep* that really sleep, and
+// time.time/localtime from an unset RTC (2021-01-01 at boot), as on a keypad.
 // The worker writes it to MEMFS /vbprelude.py and imports it, so its names stay
 // out of the REPL's globals.
 export const PRELUDE = String.raw`
@@ -231,6 +232,15 @@ def _sleep_ms(ms):
 
 time.sleep_ms = _sleep_ms
 time.sleep = lambda s: _sleep_ms(s * 1000)
+
+
+# time.time*/localtime/gmtime: the board's unset RTC (2021-01-01 at boot), not the host clock.
+_rtc_s = _vbjs.rtc_s
+_gmtime = time.gmtime
+time.time = lambda: _rtc_s()
+time.time_ns = lambda: _rtc_s() * 1000000000
+time.gmtime = lambda secs=None: _gmtime(_rtc_s() if secs is None else secs)
+time.localtime = time.gmtime
 
 
 asyncio.run = _asyncio_run

@@ -25,6 +25,8 @@ const v = S.views(sab);
 const CAUSES = { power: 1, hard: 2, wdt: 3, soft: 5 };
 const RAW_BANNER = "raw REPL; CTRL-B to exit\r\n";
 const PASTE_WINDOW = 128;  // raw-paste flow-control window (bytes)
+const RTC_EPOCH_MS = Date.UTC(2021, 0, 1);
+const BOOT_AT = Date.now();
 
 // ---- console output: batched into 'out' messages --------------------------------
 let outBuf = new Uint8Array(4096), outLen = 0, flushQueued = false, lastFlush = Date.now();
@@ -117,6 +119,10 @@ const bridge = {
   intr: () => Atomics.exchange(v.ctrl, S.C_INTR, 0) === 1,
   reset: (kind) => resetAndHalt(kind === "soft" ? "soft" : "hard"),
   reset_cause: () => CAUSES[cause] || 1,
+  // The RTC: nobody sets it on a keypad, so like an RP2040 after power-on it
+  // counts from 2021-01-01 00:00:00 at boot (the firmware must not trust it).
+  // Whole seconds: JS integers reach Python as int32.
+  rtc_s: () => Math.floor((RTC_EPOCH_MS + Date.now() - BOOT_AT) / 1000),
   uid: () => uid,
 };
 

@@ -191,3 +191,8 @@ def test_input_sent_while_the_board_is_off_never_reaches_it(board):
         con.write(b"open('/stale', 'w').close()\r")  # typed into a dead board
     board.start()
     assert mpremote(board.port, "exec", "import os; print(os.listdir('/'))").strip() == "[]"
+
+
+def test_the_clock_is_an_unset_rtc_not_the_host_clock(board):
+    out = mpremote(board.port, "exec", "import time; print(time.localtime()[:3], time.time() < 1609459200 + 3600)")
+    assert out.strip() == "(2021, 1, 1) True"
