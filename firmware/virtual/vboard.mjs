@@ -9,11 +9,11 @@
 // DIR is the board's flash (see flashfs.mjs): it keeps every file written, across
 // resets and `kill -9` of this process (a power cut).
 //
-// Boot, like a real board: boot.py, then main.py; an app started with
-// asyncio.run(main()) blocks as on a board (the worker thread sleeps with
-// Atomics.wait between steps); when main.py ends (exception, Ctrl-C, return)
-// the friendly REPL appears. Each boot is a fresh
-// MicroPython instance in a worker thread (vboard_worker.mjs); a reset ends it.
+// Boot, like a real board: boot.py, then main.py; asyncio.run(main()) blocks as
+// on a board (the worker thread sleeps with Atomics.wait between steps); when
+// main.py ends (exception, Ctrl-C, return) the friendly REPL appears. Each boot
+// is a fresh MicroPython instance in a worker thread (vboard_worker.mjs); a
+// reset ends it. The watchdog lives here, in the main thread.
 //
 // Side channel: a Unix stream socket at SOCKET speaking JSON lines. Each request
 // is one object with "op"; each gets one reply line {"ok": true, ...} or
