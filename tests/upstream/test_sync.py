@@ -112,7 +112,7 @@ def test_platform_down_for_a_while_then_back(db, tmp_path, caplog):
 
 
 @pytest.mark.expect_warnings
-def test_5xx_bursts_and_timeouts_mid_batch(db, receiver):
+def test_5xx_bursts_and_timeouts_mid_batch(db, receiver, caplog):
     seed_ratings(db, 300)
     rc = receiver(fail_rate=0.3, fail_status=502)
     s = Sender(db, sender_cfg(rc.url, batch_size=40, timeout=0.3, breaker_failures=50))
@@ -123,6 +123,10 @@ def test_5xx_bursts_and_timeouts_mid_batch(db, receiver):
     assert st["counters"]["hung"] == 2 and st["repeats"] >= 40  # the hung batches came again and were acknowledged
     assert st["stored"] == 300
     assert_receiver_matches(db, rc)
+    warn = [m.getMessage() for m in caplog.records if m.levelno >= logging.WARNING]
+    assert warn and all("upstream: batch of 40 failed" in w for w in warn)
+    assert any("HTTP 502" in w for w in warn)  # the first failure in a row warns, the rest are INFO
+    assert any("failed" in m.getMessage() and "timed out" in m.getMessage() for m in caplog.records)
 
 
 def test_retry_after_is_honoured(db, receiver):
@@ -226,6 +230,9 @@ def test_missing_required_reason_is_quarantined_locally(db, receiver, caplog):
     assert ob["S1"]["state"] == "quarantined" and "mapping: 差评 (1★) without a reason" in ob["S1"]["last_error"]
     assert ob["S2"]["state"] == "sent" and ob["S3"]["state"] == "skipped"
     assert rc.state()["counters"]["requests"] == 1 and rc.state()["stored"] == 1
+    assert [m.getMessage() for m in caplog.records if m.levelno >= logging.WARNING] == [
+        "upstream: 1 record(s) quarantined, e.g. outbox 1 (rating:S1:1): mapping: 差评 (1★) without a reason: "
+        "profile shandong requires evalDetail or writingEvaluation"]
 
 
 def test_receiver_admin_endpoint_and_idempotent_answers(receiver):
@@ -276,6 +283,8 @@ def test_https_with_a_private_ca(db, receiver, tmp_path, caplog):
     s = Sender(db, sender_cfg(rc.url, sign_alg="hmac-sm3", ca_file=str(cert)))
     assert s.drain(max_seconds=10)["sent"] == 30
     assert_receiver_matches(db, rc)
+    warn = [m.getMessage() for m in caplog.records if m.levelno >= logging.WARNING]
+    assert len(warn) == 1 and "CERTIFICATE_VERIFY_FAILED" in warn[0]
 
 
 def test_idempotency_key_header(db, receiver):
@@ -303,3 +312,5 @@ def test_batch_refused_as_a_whole_is_split_to_find_the_bad_record(db, receiver, 
     assert rc.state()["stored"] == 39 and s.failures == 0  # not an outage: no circuit, no backoff
     assert rc.state()["counters"]["requests"] == 2 + 20  # two batches, then the refused one record by record
     assert_receiver_matches(db, rc)
+    warn = [m.getMessage() for m in caplog.records if m.levelno >= logging.WARNING]
+    assert len(warn) == 1 and "1 record(s) quarantined" in warn[0] and "rating:P00017:1" in warn[0]
