@@ -1,35 +1,43 @@
 # Runs ON MicroPython: heap cost (gc.mem_alloc after gc.collect) of each import, in boot order.
+# Measured inside an asyncio task after a sleep (see firmware_bench_mp.py: the
+# WebAssembly port collects garbage only once JavaScript's event loop has run).
+import asyncio
 import gc
 
-gc.collect()
-a = gc.mem_alloc()
+a = 0
 
 
-def m(tag):
+async def m(tag):
     global a
+    await asyncio.sleep_ms(5)
     gc.collect()
     b = gc.mem_alloc()
-    print("IMPORT", tag, b - a)
+    if tag:
+        print("IMPORT", tag, b - a)
     a = b
 
 
-import json, struct, hashlib, os, sys, random  # noqa: E401
-m("builtins(json,struct,hashlib,os,random)")
-import binascii  # noqa: E402
-m("binascii")
-import asyncio  # noqa: E402
-m("asyncio")
-from pingjia.protocol import messages, framing, auth, topics  # noqa: E402,F401
-m("pingjia.protocol")
-from pingjia.firmware import config  # noqa: E402,F401
-m("firmware.config")
-from pingjia.firmware import ui, keys  # noqa: E402,F401
-m("firmware.ui+keys")
-from pingjia.firmware import journal  # noqa: E402,F401
-m("firmware.journal")
-from pingjia.firmware import link  # noqa: E402,F401
-m("firmware.link")
-from pingjia.firmware import app  # noqa: E402,F401
-m("firmware.app")
-from pingjia.firmware import run  # noqa: E402,F401
-m("firmware.run")
+async def main():
+    await m(None)
+    import json, struct, hashlib, os, sys, random  # noqa: E401,F401
+    await m("builtins(json,struct,hashlib,os,random)")
+    import binascii  # noqa: F401
+    await m("binascii")
+    await m("asyncio")  # already imported by this script: 0
+    from pingjia.protocol import messages, framing, auth, topics  # noqa: F401
+    await m("pingjia.protocol")
+    from pingjia.firmware import config  # noqa: F401
+    await m("firmware.config")
+    from pingjia.firmware import ui, keys  # noqa: F401
+    await m("firmware.ui+keys")
+    from pingjia.firmware import journal  # noqa: F401
+    await m("firmware.journal")
+    from pingjia.firmware import link  # noqa: F401
+    await m("firmware.link")
+    from pingjia.firmware import app  # noqa: F401
+    await m("firmware.app")
+    from pingjia.firmware import run  # noqa: F401
+    await m("firmware.run")
+
+
+asyncio.create_task(main())
