@@ -9,7 +9,7 @@
 #   the prompt window (finished_at .. prompt_until + slack, by pressed_at): a case
 #   already marked unrated still takes a rating pressed in time that arrived late
 #   (keypad offline); the pending 'unrated' outbox record is then 'superseded'.
-# - REASON attaches its codes to the counted rating it names (ref_seq); one that
+# - REASON attaches its codes to the counted 1-2 star rating it names (ref_seq); one that
 #   arrives before its rating waits as 'orphan' and is attached when it lands.
 # - UNSOLICITED: stored for audit, never counted. Unknown token: 'orphan'.
 # Replay check: the digest covers the canonical bytes except boot and age_ms
@@ -22,7 +22,8 @@ from .cases import _outbox, get
 from .store import audit, row
 
 TIME_FLOOR = 1704067200.0  # 2024-01-01 UTC: no pressed_at before this (a keypad's age can't go back further)
-SLACK_S = 2.0  # tolerance on prompt-window edges for age rounding and link delay
+SLACK_S = 2.0
+BAD_MAX = 2  # 1-2 stars are 差评: only they take reason codes  # tolerance on prompt-window edges for age rounding and link delay
 
 
 def _age_offsets():
@@ -136,7 +137,7 @@ def _rating(conn, msg, at, rules, now):
             audit(conn, now, msg.device_id, "case.rated-late", c["project_no"], "seq %d pressed in time, arrived late" % msg.seq)
         due = max(now, at + rules.grace_s + rules.reason_window_s + rules.settle_s)
         _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
-        _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
+        _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
         return cid, "counted", [("rated", get(conn, c["project_no"]))]
     if not within_grace:
         return cid, "audit", []
@@ -147,7 +148,7 @@ def _rating(conn, msg, at, rules, now):
     conn.execute("UPDATE ratings SET stars = ?, seq = ?, pressed_at = ?, updated_at = ?, reasons = '' "
                  "WHERE case_id = ? AND assess_number = 1", (msg.stars, msg.seq, at, now, cid))
     audit(conn, now, msg.device_id, "rating.replaced", c["project_no"], "%d -> %d stars within grace" % (r["stars"], msg.stars))
-    _adopt_reasons(conn, msg.device_id, msg.seq, cid, now)
+    _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
     return cid, "counted", ([("rated", get(conn, c["project_no"]))] if msg.stars != r["stars"] else [])
 
 
@@ -155,9 +156,9 @@ def _reason(conn, msg, at, rules, now):
     ev = row(conn, "SELECT case_id, pressed_at FROM events WHERE device_id = ? AND seq = ?", (msg.device_id, msg.ref_seq))
     if ev is None:
         return None, "orphan"  # its rating has not arrived yet; _adopt_reasons picks it up
-    r = row(conn, "SELECT case_id, reasons FROM ratings WHERE case_id = ? AND assess_number = 1 AND device_id = ? AND seq = ?",
+    r = row(conn, "SELECT case_id, reasons, stars FROM ratings WHERE case_id = ? AND assess_number = 1 AND device_id = ? AND seq = ?",
             (ev["case_id"], msg.device_id, msg.ref_seq))
-    if r is None or at - ev["pressed_at"] > rules.reason_window_s + SLACK_S:
+    if r is None or r["stars"] > BAD_MAX or at - ev["pressed_at"] > rules.reason_window_s + SLACK_S:
         return ev["case_id"], "audit"
     _add_codes(conn, r["case_id"], r["reasons"], msg.codes, now)
     return r["case_id"], "counted"
@@ -172,10 +173,12 @@ def _add_codes(conn, case_id, have, codes, now):
                  (",".join(merged), now, case_id))
 
 
-def _adopt_reasons(conn, device_id, seq, case_id, now):
+def _adopt_reasons(conn, device_id, seq, case_id, now, stars):
+    """Reasons that arrived before their rating: attached now (to a 差评), else kept for audit."""
     for ev_seq, codes in conn.execute("SELECT seq, codes FROM events WHERE device_id = ? AND kind = 'reason' AND ref_seq = ? "
                                       "AND disposition = 'orphan'", (device_id, seq)).fetchall():
-        have = conn.execute("SELECT reasons FROM ratings WHERE case_id = ? AND assess_number = 1", (case_id,)).fetchone()[0]
-        _add_codes(conn, case_id, have, [int(c) for c in (codes or "").split(",") if c], now)
-        conn.execute("UPDATE events SET case_id = ?, disposition = 'counted' WHERE device_id = ? AND seq = ?",
-                     (case_id, device_id, ev_seq))
+        if stars <= BAD_MAX:
+            have = conn.execute("SELECT reasons FROM ratings WHERE case_id = ? AND assess_number = 1", (case_id,)).fetchone()[0]
+            _add_codes(conn, case_id, have, [int(c) for c in (codes or "").split(",") if c], now)
+        conn.execute("UPDATE events SET case_id = ?, disposition = ? WHERE device_id = ? AND seq = ?",
+                     (case_id, "counted" if stars <= BAD_MAX else "audit", device_id, ev_seq))

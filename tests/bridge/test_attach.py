@@ -209,3 +209,14 @@ def test_prompt_for_a_silent_mqtt_keypad_goes_to_its_session(hub, link, store):
     c = hub.finish_case("MQ9")
     sent = [m.decode(raw, key) for d, raw in link.sent if d == "KP-0020"]
     assert [(x.type, x.token) for x in sent] == [(m.PROMPT, c["token"])]
+
+
+def test_reason_for_a_good_rating_is_audit_only(hub, link, kp, clock):
+    c = _finish(hub, link, kp)
+    clock.t += 5
+    _press(hub, link, kp, kp.reason(1, [501], seq=2, age_ms=500))  # arrives before its rating
+    _press(hub, link, kp, kp.rating(4, c["token"], seq=1, age_ms=3000))
+    _press(hub, link, kp, kp.reason(1, [502], seq=3, age_ms=100))
+    got = hub.get_case("BJ001")
+    assert got["rating"]["stars"] == 4 and got["rating"]["reasons"] == ""
+    assert sorted((p["seq"], p["disposition"]) for p in got["presses"]) == [(1, "counted"), (2, "audit"), (3, "audit")]
