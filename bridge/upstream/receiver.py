@@ -83,6 +83,7 @@ class Receiver:
                        "poison_projects": []}
         self.set_faults(**faults)
         self.last_idempotency_key = None
+        self._nonces = {}  # nonce -> time seen; a signed request replayed within the skew is refused
         self.counters = {"requests": 0, "batches": 0, "bad_signature": 0, "failed": 0, "hung": 0,
                          "accepted": 0, "duplicate": 0, "rejected": 0}
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
@@ -132,6 +133,17 @@ class Receiver:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def seen_nonce(self, nonce, now):
+        """None for a fresh nonce (remembered for `skew` seconds), else the reason to refuse."""
+        with self.lock:
+            if len(self._nonces) > 10000:
+                self._nonces = {n: t for n, t in self._nonces.items() if now - t <= self.skew}
+            t = self._nonces.get(nonce)
+            if t is not None and now - t <= self.skew:
+                return "replayed request (X-Nonce seen %.0fs ago)" % (now - t)
+            self._nonces[nonce] = now
+        return None
 
     # -- queries ------------------------------------------------------------------------------
     def records(self):
@@ -299,6 +311,8 @@ class _Handler(BaseHTTPRequestHandler):
             rc.last_idempotency_key = self.headers.get("Idempotency-Key")
         if rc.sign_key is not None:
             why = signing.verify(rc.sign_key, "POST", self.path, body, self.headers, alg=rc.sign_alg, skew=rc.skew)
+            if not why:
+                why = rc.seen_nonce(self.headers.get("X-Nonce"), time.time())
             if why:
                 with rc.lock:
                     rc.counters["bad_signature"] += 1

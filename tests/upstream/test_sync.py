@@ -314,3 +314,19 @@ def test_batch_refused_as_a_whole_is_split_to_find_the_bad_record(db, receiver, 
     assert_receiver_matches(db, rc)
     warn = [m.getMessage() for m in caplog.records if m.levelno >= logging.WARNING]
     assert len(warn) == 1 and "1 record(s) quarantined" in warn[0] and "rating:P00017:1" in warn[0]
+
+
+def test_receiver_refuses_a_replayed_signed_request(receiver):
+    rc = receiver()
+    from pingjia.bridge.upstream import signing
+    body = b'{"records":[],"unrated":[]}'
+    h = signing.sign_headers(signing.key_bytes(KEY), "POST", "/api/evaluations", body, "hmac-sha256")
+    post = lambda: urllib.request.urlopen(urllib.request.Request(rc.url, data=body, headers=h, method="POST"))  # noqa: E731
+    assert json.load(post()) == {"results": []}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        post()  # the same bytes again: a captured request replayed
+    assert e.value.code == 401 and "replayed" in json.load(e.value)["error"]
+    stale = signing.sign_headers(signing.key_bytes(KEY), "POST", "/api/evaluations", body, "hmac-sha256", now=0)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(rc.url, data=body, headers=stale, method="POST"))
+    assert e.value.code == 401 and "away from the receiver's clock" in json.load(e.value)["error"]
