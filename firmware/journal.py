@@ -9,6 +9,7 @@
 # EVENT body (kind 1) = seq u32 | boot u32 | t_ms u32 | type u8 | stars u8 | nth u8 |
 #                       dt_ms u32 | ref_seq u32 | token str8 | codes (u8 n + n x u16)
 # ACK body   (kind 2) = boot u32 | t_ms u32 | upto u32 | n u8 | n x seq u32
+# MARK body  (kind 3) = boot u32 | seq_hw u32   (first record after a compaction)
 #
 # Power loss at any byte: recovery reads records in order and checks each CRC.
 # A torn or damaged record is skipped by scanning for the next 0xA5 that starts
@@ -21,7 +22,9 @@
 # seq is max(seq_hw, highest seq in the journal + 1), so after a power cut the
 # unused rest of a block is skipped (gaps, never repeats). The state is written
 # alternately to two slot files with a generation number and CRC, so a cut
-# while writing one slot leaves the other intact (no rename needed).
+# while writing one slot leaves the other intact (no rename needed). Every
+# compacted journal starts with a MARK record holding boot and seq_hw too, so
+# even losing both state slots cannot make a seq (or boot) come round again.
 #
 # Trimming: an ACK appends an ACK record; acknowledged events are dead space.
 # Compaction writes the live (unacknowledged) events to pj_journal.new, closes
@@ -51,6 +54,7 @@ from ..protocol.crc import crc32
 MAGIC = const(0xA5)
 EVENT = const(1)
 ACKREC = const(2)
+MARK = const(3)
 BLOCK = const(64)  # seqs reserved per state write
 _EV = "<IIIBBBII"  # fixed part of an EVENT body (23 bytes)
 _EVLEN = const(23)
@@ -210,7 +214,12 @@ class Journal:
         upto = 0
         last = {}  # boot -> latest t_ms seen in its records
         top = 0
+        mark_boot = mark_hw = 0
         for kind, body, _end in recs:
+            if kind == MARK and len(body) == 8:
+                b, h = struct.unpack_from("<II", body, 0)
+                mark_boot, mark_hw = max(mark_boot, b), max(mark_hw, h)
+                continue
             if kind == EVENT and len(body) > _EVLEN:
                 seq, boot, t = struct.unpack_from("<III", body, 0)
                 events[seq] = (boot, t, body)
@@ -228,6 +237,7 @@ class Journal:
                 last[boot] = t
         st = self._read_state()
         self._gen, boot, hw = st if st else (0, 0, 0)
+        boot, hw = max(boot, mark_boot), max(hw, mark_hw)
         # the boot counter also moves past every boot seen in the journal
         for b in last:
             if b > boot:
@@ -259,8 +269,10 @@ class Journal:
         """Rewrite the journal with only the unacknowledged events (atomic rename)."""
         self.close()
         jp, np = self._p(JOURNAL), self._p(NEW)
-        size = 0
+        mark = _record(MARK, struct.pack("<II", self.boot, self._hw))
+        size = len(mark)
         with open(np, "wb") as f:
+            f.write(mark)  # the high-water mark survives even if both state slots are lost
             for seq in sorted(self.live):
                 rec = _record(EVENT, self.live[seq][1])
                 f.write(rec)

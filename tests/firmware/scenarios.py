@@ -496,6 +496,23 @@ def t_seq_never_repeats_across_power_cuts():
     assert len(used) > 100
 
 
+def t_seq_survives_losing_both_state_slots():
+    d = fresh()
+    j = J.Journal(d, 0, sync=False)
+    seqs = [j.add(i, M.UNSOLICITED, stars=1) for i in range(5)]
+    j.ack(10, upto=seqs[-1])
+    j.compact()  # all acknowledged: the journal holds only its MARK
+    boot = j.boot
+    j.close()
+    for s in "01":
+        if size(d + J.STATE + s) >= 0:
+            os.remove(d + J.STATE + s)
+    j = J.Journal(d, 0, sync=False)
+    assert j.depth() == 0
+    assert j.boot > boot, "boot counter survives via the journal's MARK"
+    assert j.add(0, M.UNSOLICITED, stars=2) > max(seqs), "seq survives via the journal's MARK"
+
+
 def t_age_survives_reboot():
     d = fresh()
     j = J.Journal(d, 0, sync=False)
