@@ -55,8 +55,12 @@ function renderAlerts(h) {
   }));
 }
 
+const COMPACT_FROM = 13; // windows; a big hall gets smaller cards so all fit on one screen
+
 function renderWindows(h) {
-  fill(document.getElementById("windows"), h.windows.map((w) => {
+  const grid = document.getElementById("windows");
+  grid.classList.toggle("compact", h.windows.length >= COMPACT_FROM);
+  fill(grid, h.windows.map((w) => {
     const card = el("div", "win s-" + w.state);
     card.dataset.window = w.window_id;
     card.dataset.state = w.state;
@@ -148,5 +152,7 @@ async function poll() {
   }
 }
 
-setInterval(() => { setText("clock", new Date().toLocaleTimeString("zh-CN", { hour12: false })); }, 1000);
+function tick() { setText("clock", new Date().toLocaleTimeString("zh-CN", { hour12: false })); }
+tick();
+setInterval(tick, 1000);
 poll();

@@ -81,3 +81,25 @@ def test_keypad_states_problems_first(hall_db):
         ("W04", "error"), (None, "spare"), ("W01", "ok"),
     ]
     assert all(r["problem"] for r in rows[:5]) and not rows[5]["problem"]
+
+
+def test_big_hall_fits_a_wall_screen(page_server, hall_db, browser, shot):
+    """36 windows: compact cards; problem windows still carry their device line and reason."""
+    _, conn = hall_db
+    now = time.time()
+    for i in range(7, 37):
+        conn.execute("INSERT INTO windows (window_id, name, dept_name, created_at) VALUES (?,?,?,?)",
+                     ("W%02d" % i, "窗口%d" % i, "部门", now))
+        conn.execute("""INSERT INTO devices (device_id, key_hex, window_id, created_at, fw_version, online, last_seen,
+                        journal_depth, journal_cap) VALUES (?,?,?,?,?,?,?,?,?)""",
+                     ("KP-%04d" % i, "", "W%02d" % i, now, "1.0.0", 0 if i == 20 else 1, now - 5, 0, 500))
+    conn.commit()
+    for i in range(7, 37):
+        hallseed.add_rating(conn, "W%02d" % i, "KP-%04d" % i, 5 if i % 7 else 2)
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(page_server + "/")
+    page.wait_for_selector('#windows.compact .win[data-window="W36"]')
+    assert page.is_hidden('#windows .win[data-window="W19"] .dev')
+    assert page.is_visible('#windows .win[data-window="W20"] .dev')  # offline: which unit, last seen
+    shot(page, "statuspage-4-big-hall")
+    page.close()
