@@ -90,7 +90,14 @@ class Writer:
                 wait = delay if self._pending else 1.0
                 batch, job, stopping = self._collect(wait, stopping)
                 if batch:
-                    if self._commit(batch):
+                    try:
+                        ok = self._commit(batch)
+                    except Exception:  # a bug: drop the batch from memory (not ACKed: keypads resend), keep running
+                        log.exception("batch failed unexpectedly items=%d (not ACKed; keypads retransmit)", len(batch))
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        ok = True
+                    if ok:
                         delay = RETRY_MIN_S
                     else:
                         self._pending = batch
