@@ -28,6 +28,7 @@ PASSWORD_LABEL = b"pingjia-mqtt-password-v1"  # same derivation as bridge/broker
 IDLE_MS = const(200)  # a frame still incomplete after this much quiet is cut
 BACKOFF_MS = const(1000)
 BACKOFF_MAX_MS = const(60000)
+CONNECT_TIMEOUT_S = const(5)
 
 
 class SerialLink:
@@ -141,7 +142,10 @@ class MqttLink:
             c = self.board.mqtt_client(self.client_id, self.host, self.port, self.user, self.password, self.keepalive)
             c.set_callback(self._on_msg)
             c.set_last_will(self.t_state, topics.OFFLINE, retain=True, qos=1)
-            c.connect()
+            try:
+                c.connect(timeout=CONNECT_TIMEOUT_S)  # bounded: the watchdog is 8 s
+            except TypeError:  # an older umqtt.simple without the timeout argument
+                c.connect()
             c.subscribe(self.t_down, qos=1)
             c.publish(self.t_state, topics.ONLINE, retain=True, qos=1)
         except Exception as e:

@@ -18,7 +18,7 @@ class FakeMqtt:
     def set_last_will(self, topic, msg, retain=False, qos=0):
         self.will = (topic, msg, retain, qos)
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
         self.broker["connects"] += 1
         if not self.broker["up"]:
             raise OSError(111)
