@@ -177,8 +177,9 @@ class Board:
         self._errors = (TransportError, TransportExecError)
         try:
             self.t = SerialTransport(port, baudrate=baud, timeout=IO_TIMEOUT)  # a dead board must not block a read forever
-        except Exception as e:
-            raise FlashError("cannot open %s: %s" % (port, e)) from None
+        except Exception:
+            why = "no such port" if not os.path.exists(port) else "in use (by the bridge or another program?) or no permission"
+            raise FlashError("cannot open %s: %s" % (port, why)) from None
         try:
             self.t.enter_raw_repl(soft_reset=True, timeout_overall=10)
         except Exception:

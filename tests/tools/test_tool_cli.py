@@ -15,7 +15,7 @@ def _run(*args):
 
 def test_flash_errors(bridge_db, tmp_path):
     r = _run("flash", "/dev/nonexistent-board", "--window", "W01", "--db", bridge_db)
-    assert r.exit_code == 1 and "cannot open /dev/nonexistent-board" in r.output and "0 done, 1 failed" in r.output
+    assert r.exit_code == 1 and "cannot open /dev/nonexistent-board: no such port" in r.output and "0 done, 1 failed" in r.output
     r = _run("flash", "/dev/x", "--db", str(tmp_path / "none.db"))
     assert r.exit_code == 1 and "does not exist" in r.output
     r = _run("flash", "/dev/x", "--broker", "host:notaport", "--db", bridge_db)
@@ -95,3 +95,17 @@ def test_summary_table():
     assert lines[0].split() == ["port", "result", "device", "window", "firmware", "written", "time", "reason"]
     assert lines[1].split()[:6] == ["/dev/a", "done", "KP-0001", "W01", "1.0.0", "3/25"]
     assert lines[2].split()[:2] == ["/dev/b", "FAILED"] and lines[2].endswith("no MicroPython raw REPL on /dev/b")
+
+
+def test_port_in_use(bridge_db, image):
+    import os
+
+    import serial
+
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    with serial.Serial(port, exclusive=True):  # e.g. the bridge reading it
+        r = fl.flash_board(port, bridge_db, image, "KP-0001", "W01")
+    os.close(master)
+    os.close(slave)
+    assert not r.ok and r.reason == "cannot open %s: in use (by the bridge or another program?) or no permission" % port
