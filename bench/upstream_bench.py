@@ -49,7 +49,7 @@ def seed(path, n):
         stars = 5 - (i % 5)
         cases.append((i, pno, "W%02d" % (i % 20 + 1), "T%03d" % (i % 50), "事项%d" % (i % 50), "C%02d" % (i % 30),
                       "经办人%d" % (i % 30), "rated", at - 300, at, at))
-        ratings.append((i, stars, "1" if stars <= 2 else "", "KP-%04d" % (i % 20 + 1), i, at + 3, at + 3))
+        ratings.append((i, stars, "501" if stars <= 2 else "", "KP-%04d" % (i % 20 + 1), i, at + 3, at + 3))
         outbox.append(("rating", i, "rating:%s:1" % pno, at + 3, at + 3))
     conn.executemany("INSERT INTO cases (case_id, project_no, window_id, task_code, task_name, clerk_id, clerk_name, state, "
                      "opened_at, finished_at, closed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", cases)
@@ -171,6 +171,8 @@ def main():
     finally:
         rc.terminate()
         rc.wait(10)
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
