@@ -1,7 +1,7 @@
 # pingjia.tools.flash: put compiled firmware and a per-device config on a board over USB (mpremote), verify, reset, await its signed HELLO.
 #
 # Layout on the board (the same as firmware/virtual/mprun.mjs and the tests):
-#   /lib/pingjia/__init__.mpy, /lib/pingjia/protocol/*.mpy, /lib/pingjia/firmware/**.mpy
+#   /lib/pingjia/__init__.py (empty), /lib/pingjia/protocol/*.mpy, /lib/pingjia/firmware/**.mpy
 #   /main.py                    the entry the firmware defines (kept as source: MicroPython runs only main.py)
 #   CONFIG_PATH                 per-device JSON: id, key, window, transport, hall, Wi-Fi, broker
 # Every file is written to "<path>.part", checked by SHA-256 on the board, then
@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..firmware import config as fwconfig
 from ..protocol import framing, messages
 from ..protocol.errors import ProtocolError
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = "/lib/pingjia"
-CONFIG_PATH = "/pingjia_config.json"
+CONFIG_PATH = "/" + fwconfig.PATH  # where the firmware reads its config
 MANIFEST = LIB + "/manifest.json"  # written last: version and file hashes of a complete install
 MAIN_SRC = "firmware/main.py"  # the device's /main.py
 SKIP_DIRS = {"virtual", "__pycache__"}
@@ -120,8 +121,6 @@ def build_image(root=ROOT):
 def make_config(device_id, key, window_id="", transport="serial", hall="", wifi=None, broker=None, settings=None):
     """The per-device config the firmware reads at boot (key as hex), checked by the firmware's own
     validator before any board is touched. The MQTT password is derived from the key on both sides."""
-    from ..firmware import config as fwconfig
-
     if len(key) != 32:
         raise FlashError("device key must be 32 bytes")
     cfg = {"device_id": device_id, "key": key.hex(), "window": window_id or "", "transport": transport, "hall": hall}
