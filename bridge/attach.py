@@ -135,7 +135,7 @@ def _rating(conn, msg, at, rules, now):
             conn.execute("UPDATE outbox SET state = 'superseded', last_error = 'rating arrived late' "
                          "WHERE idem_key = ? AND state = 'pending'", ("unrated:%s" % c["project_no"],))
             audit(conn, now, msg.device_id, "case.rated-late", c["project_no"], "seq %d pressed in time, arrived late" % msg.seq)
-        due = max(now, at + rules.grace_s + rules.reason_window_s + rules.settle_s)
+        due = max(now, at + rules.reason_deadline_s() + SLACK_S + rules.settle_s)
         _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
         _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
         return cid, "counted", [("rated", get(conn, c["project_no"]))]
@@ -158,7 +158,7 @@ def _reason(conn, msg, at, rules, now):
         return None, "orphan"  # its rating has not arrived yet; _adopt_reasons picks it up
     r = row(conn, "SELECT case_id, reasons, stars FROM ratings WHERE case_id = ? AND assess_number = 1 AND device_id = ? AND seq = ?",
             (ev["case_id"], msg.device_id, msg.ref_seq))
-    if r is None or r["stars"] > BAD_MAX or at - ev["pressed_at"] > rules.reason_window_s + SLACK_S:
+    if r is None or r["stars"] > BAD_MAX or at - ev["pressed_at"] > rules.reason_deadline_s() + SLACK_S:
         return ev["case_id"], "audit"
     _add_codes(conn, r["case_id"], r["reasons"], msg.codes, now)
     return r["case_id"], "counted"

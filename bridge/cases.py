@@ -26,9 +26,17 @@ class Rules:
     prompt_timeout_s: int = 60
     grace_s: float = 3.0
     reason_required: bool = False
-    reason_window_s: float = 10.0
+    reason_window_s: float = 8.0  # reason keys are offered this long (twice as long when required), after the grace
     expire_slack_s: float = 5.0  # wait this long after the prompt ends before calling a case unrated
     settle_s: float = 0.0  # extra delay before a rating record is due upstream (after grace + reasons)
+
+    def reason_deadline_s(self):
+        """Seconds after a rating press in which its reason may be pressed (the keypad's own rule)."""
+        return self.grace_s + self.reason_window_s * (2 if self.reason_required else 1)
+
+    def keypad_config(self):
+        """The CONFIG items the bridge owns on every keypad: sent after each HELLO."""
+        return (("grace_ms", str(int(self.grace_s * 1000))), ("reason_ms", str(int(self.reason_window_s * 1000))))
 
 
 class CaseError(ValueError):

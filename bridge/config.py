@@ -95,7 +95,7 @@ SCHEMA = {
         "prompt_timeout_s": (int, 60, lambda v: None if 5 <= v <= 3600 else "must be 5..3600", "how long a keypad asks"),
         "grace_s": ((int, float), 3.0, _nonneg, "a different key within this replaces a mis-press"),
         "reason_required": (bool, False, None, "the keypad insists on a reason after 1-2 stars"),
-        "reason_window_s": ((int, float), 10.0, _nonneg, "reason keys are offered this long after 1-2 stars"),
+        "reason_window_s": ((int, float), 8.0, _nonneg, "reason keys are offered this long after 1-2 stars (x2 when required)"),
         "expire_slack_s": ((int, float), 5.0, _nonneg, "wait after the prompt ends before marking unrated"),
     },
 }

@@ -319,6 +319,9 @@ class Writer:
                            msg.device_id))
         log.info("keypad hello device=%s fw=%s board=%s boot=%d link=%s", msg.device_id, msg.fw, msg.board, msg.boot,
                  getattr(link, "name", ""))
+        now = self.hub.clock()
+        effects.append(("command", msg.device_id, m.TIME, {"unix_s": int(now)}))  # for its display only
+        effects.append(("command", msg.device_id, m.CONFIG, {"items": self.hub.rules.keypad_config()}))
         if old is None or old[0] != msg.boot:  # rebooted: prompts it had open are gone, send them again
             for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
                 effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))

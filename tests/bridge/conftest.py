@@ -107,7 +107,7 @@ def clock():
 
 @pytest.fixture
 def rules():
-    return cases.Rules(prompt_timeout_s=60, grace_s=3, reason_required=False, reason_window_s=10)
+    return cases.Rules(prompt_timeout_s=60, grace_s=3, reason_required=False, reason_window_s=8)
 
 
 @pytest.fixture

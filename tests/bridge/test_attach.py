@@ -13,9 +13,11 @@ def _finish(hub, link, kp, pn="BJ001", window="W01", clerk="王芳"):
 
 
 def _press(hub, link, kp, raw):
-    n = len(link.sent)
+    """Submit one event and wait for its ACK (sent only after the commit)."""
+    seq = m.decode(raw, kp.key).seq
+    n = link.acked(kp).count(seq)
     assert hub.submit(raw, link)
-    link.wait(lambda: len(link.sent) > n)
+    link.wait(lambda: link.acked(kp).count(seq) > n)
 
 
 def test_open_finish_prompt_rating_ack_after_commit(hub, link, kp, clock, store):
@@ -25,8 +27,12 @@ def test_open_finish_prompt_rating_ack_after_commit(hub, link, kp, clock, store)
     assert len(prompts) == 1
     p = prompts[0]
     assert (p.token, p.timeout_s, p.reason_required) == (c["token"], 60, 0)
-    assert p.text == "1号窗口 王芳" and p.boot == kp.boot and p.seq == 1  # persisted command counter
-    assert q(store, "SELECT cmd_seq FROM devices WHERE device_id='KP-0001'")[0]["cmd_seq"] == 1
+    assert p.text == "1号窗口 王芳" and p.boot == kp.boot
+    # after the HELLO the bridge sent TIME and its CONFIG; every command takes the next persisted counter
+    sent = link.decoded(kp)
+    assert [x.type for x in sent] == [m.TIME, m.CONFIG, m.PROMPT] and [x.seq for x in sent] == [1, 2, 3]
+    assert sent[0].unix_s == int(T0) and sent[1].items == (("grace_ms", "3000"), ("reason_ms", "8000"))
+    assert q(store, "SELECT cmd_seq FROM devices WHERE device_id='KP-0001'")[0]["cmd_seq"] == 3
 
     clock.t += 4
     raw = kp.rating(5, c["token"], age_ms=1500)
@@ -39,7 +45,7 @@ def test_open_finish_prompt_rating_ack_after_commit(hub, link, kp, clock, store)
     assert got["rating"]["pressed_at"] == pytest.approx(T0 + 4 - 1.5)
     ob = q(store, "SELECT kind, idem_key, state, next_try_at FROM outbox")
     assert ob == [{"kind": "rating", "idem_key": "rating:BJ001:1", "state": "pending",
-                   "next_try_at": pytest.approx(T0 + 2.5 + 3 + 10)}]
+                   "next_try_at": pytest.approx(T0 + 2.5 + 3 + 8 + 2)}]  # pressed + grace + reason window + slack
 
 
 def test_ack_only_after_commit_visible_to_other_connection(hub, store, kp, clock):
@@ -168,7 +174,8 @@ def test_cancel_sends_cancel(hub, link, kp):
     got = hub.cancel_case("BJ001")
     assert got["state"] == "cancelled"
     cancels = link.decoded(kp, m.CANCEL)
-    assert [x.token for x in cancels] == [c["token"]] and cancels[0].seq == 2
+    prompt = link.decoded(kp, m.PROMPT)[0]
+    assert [x.token for x in cancels] == [c["token"]] and cancels[0].seq == prompt.seq + 1
 
 
 def test_finish_without_keypad_is_unrated(hub, link, store):
