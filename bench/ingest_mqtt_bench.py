@@ -484,6 +484,8 @@ def bridge_main(a):
     from pingjia.bridge.mqtt_ingest import MqttLink
     from pingjia.bridge.store import Store
 
+    if a.switch_interval:
+        sys.setswitchinterval(a.switch_interval)
     hub = Hub(Store(a.db), hall=HALL).start() if a.hub == "real" else NullHub()
     links = []
     if a.mqtt_port:
@@ -536,7 +538,7 @@ class NullHub:
 class BridgeProc:
     def __init__(self, db, port=None, user=None, password=None, serial=None, hub="real", ack_qos=1):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "bridge", "--db", str(db), "--hub", hub,
-               "--ack-qos", str(ack_qos)]
+               "--ack-qos", str(ack_qos)]  # PJ_SWITCH_INTERVAL in the environment reaches the bridge process
         if port:
             cmd += ["--mqtt-port", str(port), "--user", user, "--password", password]
         if serial:
@@ -704,7 +706,16 @@ def replay(a):
 
             def bridge_returns():
                 time.sleep(a.outage)  # keypads publish their windows and back off meanwhile
-                state["br"] = BridgeProc(db, broker.port, user, pw, ack_qos=a.ack_qos)
+                state["br"] = br = BridgeProc(db, broker.port, user, pw, ack_qos=a.ack_qos)
+                while os.environ.get("PJ_VERBOSE") and br.p.poll() is None and not state.get("done"):
+                    time.sleep(2)
+                    try:
+                        st = br.stats()
+                    except Exception:  # noqa: BLE001
+                        break
+                    print("  t+%.0fs rss %.1f MB hub queue %s stored %s dup %s link %s" % (
+                        time.time() - br.t_spawn, br.rss().get("VmRSS", 0), st["hub"].get("queue"), st["hub"].get("stored"),
+                        st["hub"].get("duplicates"), st["links"][0]), flush=True)
 
             import threading
 
@@ -716,6 +727,7 @@ def replay(a):
 
             res = run_fleet(broker.host, broker.port, devs, keys, 16, nev, 0, 0, a.procs, stop_after_window=False,
                             rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto)
+            state["done"] = True
             th[0].join()
             br = state["br"]
             rss = br.rss()
@@ -757,6 +769,8 @@ def main():
                          "whole window every 1 s after any ACK)")
     ap.add_argument("--max-replay-s", type=float, default=120.0)
     ap.add_argument("--ack-qos", type=int, choices=[0, 1], default=1, help="QoS of the bridge's ACKs (default 1)")
+    ap.add_argument("--switch-interval", type=float, default=float(os.environ.get("PJ_SWITCH_INTERVAL", 0) or 0),
+                    help="bridge process: sys.setswitchinterval (default: Python's 5 ms)")
     ap.add_argument("--hub", choices=["real", "null"], default="real", help="null: transport-only bridge (diagnostics)")
     a = ap.parse_args()
     if a.role == "bridge":

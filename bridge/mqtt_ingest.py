@@ -11,11 +11,13 @@
 #   pj/<hall>/cases        -> on_cases(payload)   (only when a handler is given)
 #   Link.send(device_id, raw) publishes to pj/<hall>/dev/<id>/down, QoS 1.
 # paho's network thread runs every callback; reconnecting with backoff is
-# paho's own loop (reconnect_delay_set). Throughput: on_message does no more
-# than a topic split and a queue hand-off to the hub (which verifies, batches
-# and commits on its own thread), and the ACK publishes may have many
-# messages in flight (max_inflight), so one round trip to the broker never
-# throttles the hall.
+# paho's own loop (reconnect_delay_set). Throughput (bench/ingest_mqtt_bench.py):
+# the network thread does no more per event than a topic split and the hub's
+# submit (verify, queue); the hub commits in groups on its own thread; ACK
+# publishes have no client-side in-flight cap; TCP_NODELAY; and _Client trims
+# paho's per-packet costs (buffered reads, lean QoS 1 publish and PUBACK,
+# direct PUBLISH dispatch). When the hub falls behind, reading pauses so the
+# backlog waits in the broker, not in the bridge's memory.
 import logging
 import socket
 import threading
@@ -254,8 +256,9 @@ class MqttLink:
     def send(self, device_id, raw):
         """Publish a command/ACK to the keypad's down topic (QoS 1). Thread-safe.
 
-        While the broker is away paho refuses it; the keypad retransmits the
-        event and gets a fresh ACK, so a dropped ACK is counted, not lost data."""
+        While the broker is away the message waits in paho's session and goes
+        out after the reconnect (counted in send_dropped meanwhile); a keypad
+        that misses an ACK retransmits the event and gets a fresh one."""
         try:
             if self.ack_qos == 0 and len(raw) > 1 and raw[1] == _ACK:
                 rc = self.client.publish(self._prefix + device_id + "/down", raw, qos=0).rc
