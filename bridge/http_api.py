@@ -139,6 +139,7 @@ def make_handler(api):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "pingjia-bridge"
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds a client may stall a request before its thread is freed
 
         def _serve(self, method):
             url = urllib.parse.urlsplit(self.path)
