@@ -298,12 +298,21 @@ class LocalBroker:
             return self
         if not self._written:
             self.write()
+        probe = socket.socket()
+        try:  # someone else (a system Mosquitto on 1883?) would answer the readiness check for us
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.bind, self.port))
+        except OSError as e:
+            raise RuntimeError("cannot start mosquitto on %s:%d: %s (another broker there? set another port, or "
+                               "configure that broker instead of the embedded one)" % (self.bind, self.port, e.strerror)) from None
+        finally:
+            probe.close()
         # stderr goes to a file: a pipe nobody reads would block Mosquitto once
         # its connection messages filled the pipe buffer
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen([self.mosquitto, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._stderr)
-        if not _wait_port(self.host, self.port, timeout, self.proc):
+        if not _wait_port(self.host, self.port, timeout, self.proc) or self.proc.poll() is not None:
             if self.proc.poll() is None:
                 self.kill()
             else:

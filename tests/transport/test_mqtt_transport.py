@@ -216,3 +216,12 @@ def test_render_for_a_system_broker(tmp_path, keys):
     assert oct((out / "passwd").stat().st_mode & 0o777) == "0o600"
     assert "password_file /etc/mosquitto/pingjia/passwd" in (out / "mosquitto.conf").read_text()
     assert "user KP-0001\ntopic write pj/h7/dev/KP-0001/up" in (out / "acl").read_text()
+
+
+def test_local_broker_refuses_a_port_in_use(tmp_path, broker):
+    from pingjia.bridge.broker import LocalBroker
+
+    other = LocalBroker(tmp_path / "other", HALL, port=broker.port)
+    with pytest.raises(RuntimeError, match="another broker there"):
+        other.start()
+    assert not other.running

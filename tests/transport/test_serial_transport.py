@@ -199,3 +199,28 @@ def test_send_on_a_closed_port_is_counted_not_raised(rhub, keys, pty):
         ing.stop()
     assert link.send(DEV, event(keys, 1)) is False
     assert link.stats["send_dropped"] == 1
+
+
+def test_usb_id_spec_finds_the_port(monkeypatch, rhub, keys, byid):
+    """A keypad named by USB vendor:product (no USB device can exist here: comports() is faked,
+    the port behind it is a real pty)."""
+    import serial.tools.list_ports as lp
+
+    p = Pty(byid / "usb-Raspberry_Pi_Pico_E6614C775B-if00")
+
+    class Info:
+        def __init__(self, device, vid, pid):
+            self.device, self.vid, self.pid = device, vid, pid
+
+    monkeypatch.setattr(lp, "comports", lambda: [Info("/dev/ttyS0", None, None), Info(p.link, 0x2E8A, 0x0005)])
+    try:
+        assert resolve(["2e8a:0005", "usb:2E8A:0005", "1a86:7523"]) == {p.link: "2e8a:0005"}
+        ing = start(rhub, ["2e8a:0005"])
+        try:
+            wait_for(lambda: ing.links and next(iter(ing.links.values())).stats["opens"], what="port opened")
+            p.write(frame(keys, 1))
+            assert acks(p.read_frames(1), keys) == [1]
+        finally:
+            ing.stop()
+    finally:
+        p.close()
