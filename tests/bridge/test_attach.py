@@ -227,3 +227,26 @@ def test_reason_for_a_good_rating_is_audit_only(hub, link, kp, clock):
     got = hub.get_case("BJ001")
     assert got["rating"]["stars"] == 4 and got["rating"]["reasons"] == ""
     assert sorted((p["seq"], p["disposition"]) for p in got["presses"]) == [(1, "counted"), (2, "audit"), (3, "audit")]
+
+
+def test_timer_expires_prompts_on_its_own(store, clock, rules, link):
+    from pingjia.bridge.hub import Hub
+    from tests.bridge.conftest import add_keypad
+
+    kp = add_keypad(store, "KP-0001", "W01")
+    hub = Hub(store, rules=rules, clock=clock).start()  # with its 1 s timer
+    try:
+        unrated = []
+        hub.on_unrated.append(unrated.append)
+        hub.submit(kp.hello(), link)
+        hub.open_case({"project_no": "T1", "window_id": "W01"})
+        hub.finish_case("T1")
+        clock.t += 120  # the bridge clock moves past the prompt and its slack
+        import time
+
+        end = time.monotonic() + 15
+        while not unrated and time.monotonic() < end:
+            time.sleep(0.05)
+        assert hub.get_case("T1")["state"] == "unrated"
+    finally:
+        hub.stop()
