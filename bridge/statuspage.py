@@ -16,6 +16,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 SATISFIED_MIN = 3  # 满意率 counts 基本满意 and better; 1-2 stars are 差评
 
+CASE_SPAN_S = 86400  # "today" covers cases opened up to a day before midnight (finished or rated today)
 STALE_S = 90  # an "online" keypad silent for longer than this has missed its heartbeats
 JOURNAL_ALERT = 10  # unacknowledged events on a keypad worth an alert
 ST_JOURNAL_FULL = 0x01
@@ -112,13 +113,35 @@ def keypads(conn, now):
     return rows
 
 
-def _today(conn, day):
+def first_case_since(conn, since):
+    """A lower bound for the case_id of cases opened at or after `since`.
+
+    Case ids grow in the order cases are opened (INTEGER PRIMARY KEY), so a binary
+    search over the primary key finds today's cases in O(log n) without a time
+    index; every query below adds `case_id >= bound` and reads only recent rows.
+    """
+    lo = conn.execute("SELECT min(case_id) FROM cases").fetchone()[0]  # two statements: each is O(1)
+    hi = conn.execute("SELECT max(case_id) FROM cases").fetchone()[0]
+    if lo is None:
+        return 0
+    hi += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = conn.execute("SELECT case_id, opened_at FROM cases WHERE case_id >= ? ORDER BY case_id LIMIT 1", (mid,)).fetchone()
+        if r is None or r[1] >= since:
+            hi = mid
+        else:
+            lo = r[0] + 1
+    return lo
+
+
+def _today(conn, day, first):
     dist = {s: 0 for s in LEVELS}
     for r in _rows(
         conn,
         """SELECT r.stars, count(*) AS n FROM ratings r JOIN cases c ON c.case_id = r.case_id
-           WHERE r.assess_number = 1 AND c.finished_at >= ? GROUP BY r.stars""",
-        (day,),
+           WHERE r.case_id >= ? AND r.assess_number = 1 AND c.finished_at >= ? GROUP BY r.stars""",
+        (first, day),
     ):
         dist[r["stars"]] = r["n"]
     c = _rows(
@@ -127,8 +150,8 @@ def _today(conn, day):
                   sum(finished_at IS NOT NULL AND state != 'cancelled') AS finished,
                   sum(state = 'unrated') AS unrated,
                   sum(state IN ('open', 'prompted')) AS in_progress
-           FROM cases WHERE opened_at >= ? OR finished_at >= ?""",
-        (day, day),
+           FROM cases WHERE case_id >= ? AND (opened_at >= ? OR finished_at >= ?)""",
+        (first, day, day),
     )[0]
     finished = c["finished"] or 0
     rated = sum(dist.values())
@@ -147,7 +170,7 @@ def _today(conn, day):
     }
 
 
-def _per_window(conn, day):
+def _per_window(conn, day, first):
     out = {}
     for r in _rows(
         conn,
@@ -158,24 +181,24 @@ def _per_window(conn, day):
                   sum(c.state IN ('open', 'prompted')) AS in_progress,
                   sum(c.state = 'prompted') AS prompting
            FROM cases c LEFT JOIN ratings r ON r.case_id = c.case_id AND r.assess_number = 1
-           WHERE c.opened_at >= ? OR c.finished_at >= ?
-           GROUP BY c.window_id""",
-        (SATISFIED_MIN, day, day),
+           WHERE c.case_id >= ? AND (c.opened_at >= ? OR c.finished_at >= ?)
+           GROUP BY +c.window_id""",  # "+": read the recent cases, never walk all cases by window
+        (SATISFIED_MIN, first, day, day),
     ):
         out[r["window_id"]] = r
     for r in _rows(
         conn,
         """SELECT c.window_id, r.stars, max(r.pressed_at) AS at
            FROM ratings r JOIN cases c ON c.case_id = r.case_id
-           WHERE r.pressed_at >= ? GROUP BY c.window_id""",
-        (day,),
+           WHERE r.case_id >= ? AND r.pressed_at >= ? GROUP BY +c.window_id""",
+        (first, day),
     ):
         out.setdefault(r["window_id"], {})["last_stars"] = r["stars"]
         out[r["window_id"]]["last_at"] = r["at"]
     return out
 
 
-def _recent_ratings(conn, day, limit=12):
+def _recent_ratings(conn, day, first, limit=12):
     rows = _rows(
         conn,
         """SELECT r.case_id, r.assess_number, r.stars, r.reasons, r.device_id, r.pressed_at,
@@ -183,8 +206,8 @@ def _recent_ratings(conn, day, limit=12):
                   c.task_name, c.clerk_name
            FROM ratings r JOIN cases c ON c.case_id = r.case_id
            LEFT JOIN windows w ON w.window_id = c.window_id
-           WHERE r.updated_at >= ? ORDER BY r.updated_at DESC, r.pressed_at DESC LIMIT ?""",
-        (day, limit),
+           WHERE r.case_id >= ? AND r.updated_at >= ? ORDER BY r.updated_at DESC, r.pressed_at DESC LIMIT ?""",
+        (first, day, limit),
     )
     for r in rows:
         r["label"] = LEVELS.get(r["stars"], "")
@@ -230,7 +253,8 @@ def hall(conn, now=None):
     now = time.time() if now is None else now
     day = day_start(now)
     fleet = keypads(conn, now)
-    per = _per_window(conn, day)
+    first = first_case_since(conn, day - CASE_SPAN_S)
+    per = _per_window(conn, day, first)
     windows = []
     for k in sorted((k for k in fleet if k["window_id"]), key=lambda k: k["window_id"]):
         w = per.get(k["window_id"], {})
@@ -249,11 +273,11 @@ def hall(conn, now=None):
         "now": now,
         "day_start": day,
         "levels": [{"stars": s, "label": LEVELS[s]} for s in sorted(LEVELS, reverse=True)],
-        "today": _today(conn, day),
+        "today": _today(conn, day, first),
         "windows": windows,
         "spares": [k for k in fleet if not k["window_id"]],
         "alerts": _alerts(fleet),
-        "ratings": _recent_ratings(conn, day),
+        "ratings": _recent_ratings(conn, day, first),
         "followups": _followups(conn, now),
     }
 

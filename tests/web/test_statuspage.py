@@ -103,3 +103,17 @@ def test_big_hall_fits_a_wall_screen(page_server, hall_db, browser, shot):
     assert page.is_visible('#windows .win[data-window="W20"] .dev')  # offline: which unit, last seen
     shot(page, "statuspage-4-big-hall")
     page.close()
+
+
+def test_first_case_since_reads_only_recent_cases(tmp_path):
+    conn = hallseed.create(str(tmp_path / "b.db"))
+    assert statuspage.first_case_since(conn, 100.0) == 0  # no cases at all
+    conn.execute("INSERT INTO windows (window_id, created_at) VALUES ('W01', 0)")
+    for cid, opened in [(1, 10.0), (2, 20.0), (5, 30.0), (9, 40.0), (10, 50.0)]:  # ids with gaps, opened in order
+        conn.execute("INSERT INTO cases (case_id, project_no, window_id, opened_at) VALUES (?,?,?,?)",
+                     (cid, "P%d" % cid, "W01", opened))
+    got = {since: statuspage.first_case_since(conn, since) for since in (0.0, 10.0, 25.0, 30.0, 41.0, 50.0, 60.0)}
+    assert got == {0.0: 1, 10.0: 1, 25.0: 3, 30.0: 3, 41.0: 10, 50.0: 10, 60.0: 11}
+    for since, first in got.items():  # the bound keeps exactly the cases opened since then
+        kept = [r[0] for r in conn.execute("SELECT case_id FROM cases WHERE case_id >= ?", (first,))]
+        assert kept == [r[0] for r in conn.execute("SELECT case_id FROM cases WHERE opened_at >= ?", (since,))]
