@@ -225,3 +225,26 @@ def test_local_broker_refuses_a_port_in_use(tmp_path, broker):
     with pytest.raises(RuntimeError, match="another broker there"):
         other.start()
     assert not other.running
+
+
+def test_reading_pauses_while_the_hub_is_behind(broker, keys, rhub):
+    """Backpressure: above max_backlog the transport stops reading until the hub's backlog halves;
+    the waiting messages stay in the broker and all arrive afterwards."""
+    state = {"backlog": 0}
+    rhub.backlog = lambda: state["backlog"]
+    link = bridge_link(rhub, broker, max_backlog=10)
+    dev = "KP-0004"
+    kp = client(broker, dev, device_password(keys[dev]), cid=dev)
+    try:
+        state["backlog"] = 11  # the hub is behind
+        for seq in range(1, 301):
+            kp.publish(topics.up(HALL, dev), messages.encode(messages.Message(messages.UNSOLICITED, dev, 1, seq, stars=2), keys[dev]), qos=1)
+        wait_for(lambda: link.stats.get("paused"), what="reading paused")
+        held = link.stats["up"]
+        time.sleep(0.3)
+        assert link.stats["up"] == held < 300  # nothing read while paused
+        state["backlog"] = 0  # caught up
+        wait_for(lambda: len(rhub.events) == 300, what="every event after the pause")
+    finally:
+        close(kp)
+        link.stop()
