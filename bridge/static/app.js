@@ -79,6 +79,7 @@ function renderWindows(h) {
     card.append(nums);
     const last = el("div", "last");
     if (t.prompting) last.append(el("span", "prompting", "等待评价… "));
+    else if (t.in_progress) last.append(el("span", "busy", "办理中 "));
     if (t.last_stars) { last.append("最近 ", stars(t.last_stars), " " + hhmm(t.last_at)); }
     card.append(last);
     return card;

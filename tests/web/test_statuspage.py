@@ -30,6 +30,10 @@ def test_page_updates_live_without_reload(page_server, hall_db, browser, shot):
     page.wait_for_function("document.querySelector('#k-rated').textContent === '13'")
     assert "不满意" in page.text_content('#ratings tr[data-project="%s"]' % project)
 
+    conn.execute("INSERT INTO cases (project_no, window_id, state, opened_at) VALUES ('OPEN-1', 'W05', 'open', ?)",
+                 (time.time(),))
+    conn.commit()
+    page.wait_for_selector('#windows .win[data-window="W05"] .busy')  # a case in progress at W05
     conn.execute("UPDATE devices SET journal_depth = 57 WHERE device_id = 'KP-0004'")
     conn.commit()
     page.wait_for_selector('#alerts .alert[data-window="W04"][data-state="journal"]')
