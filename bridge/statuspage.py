@@ -64,7 +64,7 @@ def _keypad_state(d, now):
     if now - d["last_seen"] > STALE_S:
         return "stale", "%s 未收到心跳" % _ago(now - d["last_seen"])
     if flags & ST_JOURNAL_FULL or depth >= JOURNAL_ALERT:
-        return "journal", "设备日志积压 %d 条%s" % (depth, "（已满）" if flags & ST_JOURNAL_FULL else "")
+        return "journal", "评价器上 %d 条事件未获确认%s" % (depth, "（存储已满）" if flags & ST_JOURNAL_FULL else "")
     if flags & ST_CONFIG_ERROR or d["last_error"]:
         return "error", d["last_error"] or "配置错误"
     return "ok", ""
