@@ -59,7 +59,7 @@ class SerialLink:
         if data:
             self._heard = now
             items = self.dec.feed(data)
-        elif self.dec._buf and now - self._heard > IDLE_MS:
+        elif self.dec.pending() and now - self._heard > IDLE_MS:
             items = self.dec.idle()
         else:
             return out
@@ -72,7 +72,7 @@ class SerialLink:
             else:
                 self.errors += 1
         # text not yet ended by a newline (mpremote sends "\r\x03\x03")
-        if self.dec._text.find(b"\x03") >= 0:
+        if self.dec.pending_text().find(b"\x03") >= 0:
             raise KeyboardInterrupt
         return out
 

@@ -75,6 +75,18 @@ class Decoder:
         self._scan(out, True)
         return out
 
+    def pending(self):
+        """Bytes held for a frame not yet complete (0: nothing waits; idle() has work when > 0)."""
+        return len(self._buf)
+
+    def pending_text(self):
+        """Text received outside frames but not yet ended by a newline.
+
+        A keypad looks here for Ctrl-C (0x03): mpremote sends "\r\x03" with no
+        newline after it.
+        """
+        return bytes(self._text)
+
     def flush(self):
         """At close: everything pending surfaces (partial frame as an error, text)."""
         out = self.idle()
