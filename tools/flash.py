@@ -354,11 +354,16 @@ def check_new_device(db_path, device_id, window_id, force=False):
             raise FlashError("window %s is not known to the bridge (add the window first)" % window_id)
 
 
-def register(db_path, device_id, key, window_id, transport, hello):
-    """Store the device, its key and its window binding in one transaction (the bridge's device API)."""
+def register(db_path, device_id, key, window_id, transport, hello, force=False):
+    """Store the device, its key and its window binding in one transaction (the bridge's device API).
+    Without `force` an id registered meanwhile (another flash running at the same time) is refused."""
     from ..bridge import devices
 
     with contextlib.closing(_db(db_path)) as conn:
+        taken = conn.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        if taken and not force:
+            raise FlashError("device id %s was registered by someone else meanwhile; flash again (a new id is chosen)"
+                             % device_id)
         try:
             devices.register_flashed(conn, device_id, key, window_id=window_id or None, transport=transport,
                                      fw_version=hello.fw, board=hello.board)
@@ -433,7 +438,7 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
         res.previous = _board_version(board)
         res.written, res.skipped = _install(board, image, [(CONFIG_PATH, json.dumps(cfg, sort_keys=True).encode())], progress)
         hello = _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress)
-        register(db_path, device_id, key, window_id, transport, hello)
+        register(db_path, device_id, key, window_id, transport, hello, force)
         res.ok = True
     except FlashError as e:
         res.reason = str(e)
