@@ -146,3 +146,43 @@ def test_serial_end_to_end_with_unplug(tmp_path, keys, hub, bstore, caplog):
     assert len([w for w in warns if "port lost" in w]) == 1, warns
     # the cut frame is reported by the hub when the reader had read its first bytes before the unplug
     assert all("port lost" in w or ("reason=truncated" in w and "frame cut" in w) for w in warns), warns
+
+
+@pytest.mark.expect_warnings
+def test_firmware_keypads_over_mqtt_through_a_broker_restart(tmp_path, keys, broker, hub, bstore, caplog):
+    """The real firmware core (tools/simkeypads.py: App + journal + MQTT link) against the real
+    bridge: presses before, during and after a broker outage are each stored exactly once."""
+    from pingjia.bridge.broker import device_password
+    from pingjia.tools.simkeypads import Fleet
+
+    link = bridge_link(hub, broker, reconnect_min=0.1, reconnect_max=1)
+    sub = dict(sorted(keys.items())[:4])
+    fleet = Fleet(4, "mqtt", broker.host, broker.port, HALL, str(tmp_path / "pads"), keys=sub,
+                  password=lambda d: device_password(sub[d]))
+    count = lambda: q(bstore, "SELECT count(*) FROM events")[0][0]  # noqa: E731
+    try:
+        wait_for(lambda: q(bstore, "SELECT count(*) FROM devices WHERE online = 1")[0][0] == 4, what="4 keypads online")
+        for i in range(3):
+            for d in sub:
+                fleet.press(d, 1 + i)
+        wait_for(lambda: count() == 12, what="first presses stored")
+        assert fleet.wait(lambda f: f.stats()["journal_depth"] == 0), "ACKs trimmed the journals"
+        broker.stop()
+        for i in range(3):
+            for d in sub:
+                fleet.press(d, 5)  # journaled while the broker is away
+        time.sleep(1.5)
+        broker.start()
+        for d in sub:
+            fleet.press(d, 4)
+        assert fleet.wait(lambda f: f.stats()["journal_depth"] == 0 and not f._q and
+                          all(not p.todo for p in f.pads.values()), timeout=90), "every journal drained"
+        wait_for(lambda: count() == 28, timeout=30, what="all 28 presses stored")
+    finally:
+        fleet.stop()
+        link.stop()
+    rows = q(bstore, "SELECT device_id, count(*), count(DISTINCT seq), group_concat(stars) FROM events GROUP BY device_id ORDER BY device_id")
+    assert [(d, n, nd) for d, n, nd, _ in rows] == [(d, 7, 7) for d in sorted(sub)]
+    assert all(sorted(s.split(",")) == ["1", "2", "3", "4", "5", "5", "5"] for *_, s in rows)
+    warns = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warns and all("MQTT connection" in w and "lost" in w for w in warns), warns
