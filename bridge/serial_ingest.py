@@ -82,9 +82,28 @@ def is_explicit(spec):
     return not _USB_ID.match(spec) and not any(ch in spec for ch in "*?[")
 
 
+class _Serial(serial.Serial):
+    """pyserial's Serial without the input flush in open(): bytes the keypad
+    sent just before the port opened (its HELLO, a boot traceback) are kept;
+    a stale half frame among them is resynchronised by the decoder."""
+
+    _opening = False
+
+    def open(self):
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
+
+    def _reset_input_buffer(self):
+        if not self._opening:
+            super()._reset_input_buffer()
+
+
 def open_port(path, baudrate=115200, read_timeout=0.05, write_timeout=1.0, dtr=False, rts=False):
     """Open a serial port without resetting the board behind it."""
-    s = serial.Serial()
+    s = _Serial() if hasattr(serial.Serial, "_reset_input_buffer") else serial.Serial()
     s.port = path
     s.baudrate = baudrate
     s.timeout = read_timeout

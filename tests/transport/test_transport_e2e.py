@@ -186,3 +186,33 @@ def test_firmware_keypads_over_mqtt_through_a_broker_restart(tmp_path, keys, bro
     assert all(sorted(s.split(",")) == ["1", "2", "3", "4", "5", "5", "5"] for *_, s in rows)
     warns = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warns and all("MQTT connection" in w and "lost" in w for w in warns), warns
+
+
+def test_firmware_keypads_over_serial_ptys(tmp_path, keys, hub, bstore):
+    """The real firmware core on ptys (tools/simkeypads.py, serial) read by the serial transport:
+    HELLO sets the keypad's version, presses are stored once, ACKs trim the journals."""
+    from pingjia.bridge.serial_ingest import SerialIngest
+    from pingjia.tools.simkeypads import Fleet
+
+    sub = dict(sorted(keys.items())[:3])
+    fleet = Fleet(3, "serial", root=str(tmp_path / "pads"), keys=sub)
+    byid = tmp_path / "by-id"
+    byid.mkdir()
+    for d, port in fleet.ports.items():
+        os.symlink(port, byid / ("usb-pingjia_keypad_%s-if00" % d))
+    ing = SerialIngest(hub, [str(byid / "usb-pingjia_keypad_*")], scan_s=0.1).start()
+    count = lambda: q(bstore, "SELECT count(*) FROM events")[0][0]  # noqa: E731
+    try:
+        wait_for(lambda: len(ing.links) == 3 and all(l.stats["opens"] for l in list(ing.links.values())), what="3 ports open")
+        for i in range(4):
+            for d in sub:
+                fleet.press(d, 5 - i)
+        wait_for(lambda: count() == 12, timeout=30, what="12 presses stored")
+        assert fleet.wait(lambda f: f.stats()["journal_depth"] == 0), "ACKs trimmed the journals"
+        wait_for(lambda: q(bstore, "SELECT count(*) FROM devices WHERE fw_version IS NOT NULL AND online = 1")[0][0] == 3,
+                 what="HELLO seen from every keypad")
+    finally:
+        ing.stop()
+        fleet.stop()
+    rows = q(bstore, "SELECT device_id, count(DISTINCT seq), group_concat(DISTINCT via) FROM events GROUP BY device_id ORDER BY device_id")
+    assert rows == [(d, 4, "serial:" + str(byid / ("usb-pingjia_keypad_%s-if00" % d))) for d in sorted(sub)]
