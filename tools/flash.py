@@ -283,17 +283,25 @@ def _parents(paths):
     return out
 
 
-def wait_hello(ser, device_id, key, timeout=HELLO_TIMEOUT, log=None):
+def wait_hello(ser, device_id, key, timeout=HELLO_TIMEOUT, log=None, elsewhere=None):
     """Read frames from the open serial port until a HELLO from `device_id` verifies with `key`.
 
     Text outside frames goes to `log`. A STATUS with the config-error flag, or a
     Python traceback before any HELLO, fails at once with the board's reason.
+    `elsewhere()` is polled too (an MQTT keypad's HELLO goes to the bridge, not
+    the USB port); its first non-None answer is returned.
     """
     dec = framing.Decoder()
     deadline = time.monotonic() + timeout
     log = [] if log is None else log
     ser.timeout = 0.1
+    next_check = 0.0
     while time.monotonic() < deadline:
+        if elsewhere and time.monotonic() >= next_check:
+            got = elsewhere()
+            if got is not None:
+                return got
+            next_check = time.monotonic() + 0.5
         chunk = ser.read(256)
         if not chunk:
             continue
@@ -354,7 +362,7 @@ def check_new_device(db_path, device_id, window_id, force=False):
             raise FlashError("window %s is not known to the bridge (add the window first)" % window_id)
 
 
-def register(db_path, device_id, key, window_id, transport, hello, force=False):
+def register(db_path, device_id, key, window_id, transport, fw=None, board=None, force=False):
     """Store the device, its key and its window binding in one transaction (the bridge's device API).
     Without `force` an id registered meanwhile (another flash running at the same time) is refused."""
     from ..bridge import devices
@@ -366,7 +374,7 @@ def register(db_path, device_id, key, window_id, transport, hello, force=False):
                              % device_id)
         try:
             devices.register_flashed(conn, device_id, key, window_id=window_id or None, transport=transport,
-                                     fw_version=hello.fw, board=hello.board)
+                                     fw_version=fw, board=board)
         except devices.DeviceError as e:
             raise FlashError("the bridge refused %s: %s" % (device_id, e)) from None
 
@@ -408,11 +416,32 @@ def _note(progress, stage, done=0, total=0):
         progress(stage, done, total)
 
 
-def _boot_and_hello(board, device_id, key, image, res, timeout, progress):
+class BridgeHello:
+    """An MQTT keypad's HELLO as the bridge recorded it (the hub verified its MAC)."""
+
+    def __init__(self, row):
+        self.fw, self.board, self.boot = row["fw_version"], row["board"], row["boot"]
+
+
+def bridge_hello(db_path, device_id):
+    """A poll for `elsewhere`: the HELLO of a boot the bridge had not seen when this was made."""
+    with contextlib.closing(_db(db_path)) as conn:
+        row = conn.execute("SELECT boot FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+    before = row["boot"] if row else None
+
+    def poll():
+        with contextlib.closing(_db(db_path)) as conn:
+            r = conn.execute("SELECT boot, fw_version, board FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return BridgeHello(r) if r and r["boot"] is not None and r["boot"] != before else None
+
+    return poll
+
+
+def _boot_and_hello(board, device_id, key, image, res, timeout, progress, elsewhere=None):
     _note(progress, "reset")
     board.soft_reset()
     _note(progress, "hello")
-    hello = wait_hello(board.t.serial, device_id, key, timeout, res.log)
+    hello = wait_hello(board.t.serial, device_id, key, timeout, res.log, elsewhere)
     if hello.fw != image.version:
         raise FlashError("board came up with firmware %s, expected %s" % (hello.fw, image.version))
     res.board = hello.board
@@ -437,8 +466,18 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
             raise FlashError("board is already provisioned as %s (use update, or --force to re-provision)" % old["device_id"])
         res.previous = _board_version(board)
         res.written, res.skipped = _install(board, image, [(CONFIG_PATH, json.dumps(cfg, sort_keys=True).encode())], progress)
-        hello = _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress)
-        register(db_path, device_id, key, window_id, transport, hello, force)
+        if transport == "mqtt":
+            # its HELLO goes over Wi-Fi to the broker and the bridge, which must know the key first
+            elsewhere = bridge_hello(db_path, device_id)
+            register(db_path, device_id, key, window_id, transport, force=force)
+            try:
+                _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress, elsewhere)
+            except FlashError as e:
+                raise FlashError("%s; %s is registered and comes online by itself once its Wi-Fi, the broker and "
+                                 "the bridge are reachable (no re-flash needed)" % (e, device_id)) from None
+        else:
+            hello = _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress)
+            register(db_path, device_id, key, window_id, transport, hello.fw, hello.board, force)
         res.ok = True
     except FlashError as e:
         res.reason = str(e)
@@ -505,7 +544,8 @@ def update_board(port, db_path, image, force=False, hello_timeout=HELLO_TIMEOUT,
             raise FlashError("refusing to downgrade %s from %s to %s (use --force)" % (res.device_id, res.previous, image.version))
         res.written, res.skipped = _install(board, image, [], progress)
         _remove_stale(board, image)
-        hello = _boot_and_hello(board, res.device_id, key, image, res, hello_timeout, progress)
+        elsewhere = bridge_hello(db_path, res.device_id) if cfg.get("transport") == "mqtt" else None
+        hello = _boot_and_hello(board, res.device_id, key, image, res, hello_timeout, progress, elsewhere)
         set_version(db_path, res.device_id, hello)
         res.ok = True
     except FlashError as e:
