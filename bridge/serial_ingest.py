@@ -292,11 +292,17 @@ class SerialIngest:
     """All serial keypads: a scanner plus one SerialLink (reader thread) per port.
 
     hub     has submit(raw, link), device_text(link, device_id, line), link_state(device_id, online, link)
+            (and optionally reject(device_id, code, detail, link) for framing errors)
     ports   list of specs (globs, paths, VID:PID)
+    dtr/rts line levels held from before the open (False: an ESP32 auto-reset circuit never
+            fires; a board whose USB stack wants DTR to send, e.g. rp2 CDC, may need dtr=True)
+    write_timeout  a keypad that stops reading costs the hub's ACK thread at most this long
+            per write; the ACK is dropped (counted) and the keypad retransmits
+    idle_s  a partial frame quiet this long is a cut frame (the decoder resyncs)
     """
 
     def __init__(self, hub, ports, baudrate=115200, scan_s=2.0, backoff_min=0.2, backoff_max=10.0,
-                 read_timeout=0.05, write_timeout=1.0, idle_s=0.25, dtr=False, rts=False):
+                 read_timeout=0.05, write_timeout=0.25, idle_s=0.25, dtr=False, rts=False):
         self.hub = hub
         self.specs = list(ports)
         self.baudrate = baudrate
