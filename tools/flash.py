@@ -341,7 +341,7 @@ def _db(path):
 
 
 def next_device_ids(db_path, n, prefix="KP-"):
-    """`n` unused device ids after the highest `prefix`NNNN in the bridge's table."""
+    """The `n` lowest `prefix`NNNN device ids not in the bridge's table (retired ones stay taken)."""
     with contextlib.closing(_db(db_path)) as conn:
         used = {r[0] for r in conn.execute("SELECT device_id FROM devices")}
     out, i = [], 1
@@ -357,7 +357,7 @@ def check_new_device(db_path, device_id, window_id, force=False):
     with contextlib.closing(_db(db_path)) as conn:
         row = conn.execute("SELECT retired_at FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         if row is not None and not force:
-            raise FlashError("device %s is already registered with the bridge (use update, replace or rotate-key)" % device_id)
+            raise FlashError("device %s is already registered with the bridge (--force re-provisions that unit with a new key; leave out --device-id for a new unit)" % device_id)
         if window_id and conn.execute("SELECT 1 FROM windows WHERE window_id = ?", (window_id,)).fetchone() is None:
             raise FlashError("window %s is not known to the bridge (add the window first)" % window_id)
 
@@ -370,7 +370,7 @@ def register(db_path, device_id, key, window_id, transport, fw=None, board=None,
     with contextlib.closing(_db(db_path)) as conn:
         taken = conn.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         if taken and not force:
-            raise FlashError("device id %s was registered by someone else meanwhile; flash again (a new id is chosen)"
+            raise FlashError("device id %s was registered by another flash meanwhile; flash this board again"
                              % device_id)
         try:
             devices.register_flashed(conn, device_id, key, window_id=window_id or None, transport=transport,
