@@ -18,6 +18,7 @@ SATISFIED_MIN = 3  # 满意率 counts 基本满意 and better; 1-2 stars are 差
 
 CASE_SPAN_S = 86400  # "today" covers cases opened up to a day before midnight (finished or rated today)
 STALE_S = 90  # an "online" keypad silent for longer than this has missed its heartbeats
+REJECT_ALERT_S = 600  # a message rejected (bad MAC, replay...) this recently is worth an alert
 JOURNAL_ALERT = 10  # unacknowledged events on a keypad worth an alert
 ST_JOURNAL_FULL = 0x01
 ST_CONFIG_ERROR = 0x04
@@ -67,6 +68,8 @@ def _keypad_state(d, now):
         return "journal", "评价器上 %d 条事件未获确认%s" % (depth, "（存储已满）" if flags & ST_JOURNAL_FULL else "")
     if flags & ST_CONFIG_ERROR or d["last_error"]:
         return "error", d["last_error"] or "配置错误"
+    if d["last_reject_at"] and now - d["last_reject_at"] < REJECT_ALERT_S:
+        return "error", "%s 拒收了它的消息（%s），累计 %d 条" % (_ago(now - d["last_reject_at"]), d["last_reject"] or "?", d["rejects"])
     return "ok", ""
 
 

@@ -76,15 +76,18 @@ def test_keypad_states_problems_first(hall_db):
     conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = 'KP-0002'", (now - 600,))
     conn.execute("UPDATE devices SET status_flags = 1, journal_depth = 2000 WHERE device_id = 'KP-0003'")
     conn.execute("UPDATE devices SET last_error = 'flash write failed' WHERE device_id = 'KP-0004'")
+    conn.execute("UPDATE devices SET rejects = 3, last_reject = 'mac', last_reject_at = ? WHERE device_id = 'KP-0001'",
+                 (now - 30,))
     conn.execute("INSERT INTO devices (device_id, key_hex, created_at) VALUES ('KP-0099', '', ?)", (now,))
     conn.execute("INSERT INTO devices (device_id, key_hex, window_id, created_at, retired_at) VALUES ('KP-0098', '', 'W06', ?, ?)", (now, now))
     conn.commit()
     rows = statuspage.keypads(conn, now)
     assert [(r["window_id"], r["state"]) for r in rows] == [
         ("W06", "missing"), ("W05", "never"), ("W02", "stale"), ("W03", "journal"),
-        ("W04", "error"), (None, "spare"), ("W01", "ok"),
+        ("W01", "error"), ("W04", "error"), (None, "spare"),
     ]
-    assert all(r["problem"] for r in rows[:5]) and not rows[5]["problem"]
+    assert rows[5]["detail"] == "flash write failed" and "拒收了它的消息（mac），累计 3 条" in rows[4]["detail"]
+    assert all(r["problem"] for r in rows[:6]) and not rows[6]["problem"]
 
 
 def test_big_hall_fits_a_wall_screen(page_server, hall_db, browser, shot):
