@@ -197,9 +197,8 @@ def test_rebooted_keypad_gets_its_prompt_again(hub, link, kp, clock):
     c = _finish(hub, link, kp)
     clock.t += 10
     kp.boot = 2
-    n = len(link.sent)
     hub.submit(kp.hello(), link)
-    link.wait(lambda: len(link.sent) > n)
+    link.wait(lambda: link.decoded(kp, m.PROMPT)[-1].boot == 2)  # TIME and CONFIG go out first, then the PROMPT
     p = link.decoded(kp, m.PROMPT)[-1]
     assert p.token == c["token"] and p.boot == 2 and p.timeout_s == 50
 
