@@ -20,6 +20,7 @@
 # backlog waits in the broker, not in the bridge's memory.
 import logging
 import socket
+import ssl
 import threading
 import time
 
@@ -40,12 +41,54 @@ class _BufferedSocket:
     buffered bytes are waiting so it doesn't block in select() (the same hook
     paho uses for TLS sockets)."""
 
-    __slots__ = ("_sock", "_buf", "_pos")
+    __slots__ = ("_sock", "_buf", "_pos", "_corked", "_wbuf")
 
     def __init__(self, sock):
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self._corked = False
+        self._wbuf = []  # corked writes, and what the kernel did not take yet
+
+    # writes: while corked (inside one paho _packet_write) packets are collected
+    # and then leave in one send() instead of one syscall per packet
+    def cork(self):
+        self._corked = True
+
+    def send(self, data):
+        if self._corked or self._wbuf:
+            self._wbuf.append(bytes(data))
+            return len(data)
+        return self._sock.send(data)
+
+    def flush(self):
+        """Send what is collected. None, or the OSError that ended the connection."""
+        self._corked = False
+        if not self._wbuf:
+            return None
+        data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
+        try:
+            n = self._sock.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            n = 0
+        except OSError as e:
+            self._wbuf = []
+            return e
+        self._wbuf = [data[n:]] if n < len(data) else []
+        return None
+
+    def wants_write(self):
+        return bool(self._wbuf)
+
+    def close(self):
+        if self._wbuf:  # e.g. paho's DISCONNECT, collected just before paho closes
+            try:
+                self._sock.settimeout(1.0)
+                self._sock.sendall(b"".join(self._wbuf))
+            except OSError:
+                pass
+            self._wbuf = []
+        self._sock.close()
 
     def recv(self, n):
         buf, pos = self._buf, self._pos
@@ -94,7 +137,8 @@ class _LightInfo(mqtt.MQTTMessageInfo):
 class _Client(mqtt.Client):
     """paho's client with two hot paths trimmed (paho 2.x internals; the
     transport tests run through both on every message):
-    - reads are buffered (see _BufferedSocket);
+    - reads are buffered and the packets of one write pass leave in one
+      send() (see _BufferedSocket);
     - an incoming QoS 1 PUBLISH (one per keypad event) goes to one handler
       with its topic and payload, without paho's MQTTMessage and callback
       matching; the PUBACK is sent after the handler returns, as paho does;
@@ -145,6 +189,23 @@ class _Client(mqtt.Client):
         with self._in_callback_mutex:
             handler(pkt[2:2 + tl], pkt[4 + tl:], cmd & 0x01)
         return self._send_puback(mid)
+
+    def _packet_write(self):
+        sock = self._sock
+        if not isinstance(sock, _BufferedSocket):
+            return super()._packet_write()
+        sock.cork()
+        try:
+            rc = super()._packet_write()
+        finally:
+            err = sock.flush() if self._sock is sock else None
+        if err is not None:
+            return mqtt.MQTT_ERR_CONN_LOST
+        return rc
+
+    def want_write(self):
+        sock = self._sock
+        return super().want_write() or (isinstance(sock, _BufferedSocket) and sock.wants_write())
 
     def _handle_pubackcomp(self, cmd):
         pkt = self._in_packet["packet"]
