@@ -1,8 +1,9 @@
-"""A hall's SQLite file for page and fleet tests: schema from bridge/migrations.py, a few windows, keypads, cases."""
+"""A hall's SQLite file for page and fleet tests: the bridge's schema, a few windows, keypads, cases."""
 import sqlite3
 import time
 
-from pingjia.bridge import migrations, statuspage
+from pingjia.bridge import statuspage
+from pingjia.bridge.store import Store
 
 WINDOWS = [
     ("W01", "综合受理窗口", "政务服务中心"),
@@ -15,15 +16,9 @@ WINDOWS = [
 
 
 def create(path):
-    """An empty store at `path` (the bridge's store module when it exists, else the migrations)."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-    for name, sql in migrations.MIGRATIONS:
-        conn.executescript(sql)
-        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
-    conn.commit()
-    return conn
+    """An empty store at `path`, migrated by the bridge's own Store; a plain connection to fill it."""
+    Store(str(path)).migrate()
+    return sqlite3.connect(str(path))
 
 
 def seed(path, now=None):
