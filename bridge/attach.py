@@ -138,7 +138,7 @@ def _rating(conn, msg, at, rules, now):
         due = max(now, at + rules.reason_deadline_s() + SLACK_S + rules.settle_s)
         _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
         _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
-        return cid, "counted", [("rated", get(conn, c["project_no"]))]
+        return cid, "counted", [("rated", get(conn, c["project_no"]))] + _cancel_reprompt(conn, msg)
     if not within_grace:
         return cid, "audit", []
     cur = conn.execute("SELECT nth FROM events WHERE device_id = ? AND seq = ?", (r["device_id"], r["seq"])).fetchone()
@@ -150,6 +150,16 @@ def _rating(conn, msg, at, rules, now):
     audit(conn, now, msg.device_id, "rating.replaced", c["project_no"], "%d -> %d stars within grace" % (r["stars"], msg.stars))
     _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
     return cid, "counted", ([("rated", get(conn, c["project_no"]))] if msg.stars != r["stars"] else [])
+
+
+def _cancel_reprompt(conn, msg):
+    """A rating pressed in an earlier boot of its keypad (journaled, delivered after a reboot): the HELLO of the new
+    boot made the bridge prompt the keypad again for this still-open case (writer._hello), so without a CANCEL
+    the keypad would ask the next citizen to rate a case that now has its rating."""
+    cur = conn.execute("SELECT boot FROM devices WHERE device_id = ?", (msg.device_id,)).fetchone()
+    if cur is not None and cur[0] is not None and cur[0] > msg.boot:
+        return [("command", msg.device_id, m.CANCEL, {"token": msg.token})]
+    return []
 
 
 def _reason(conn, msg, at, rules, now):
