@@ -73,6 +73,7 @@ SCHEMA = {
         "http_token": (str, "", None, "bearer token for /api/cases and /api/devices ('' = none)"),
         "log_level": (str, "INFO", _loglevel, "DEBUG, INFO, WARNING or ERROR"),
         "watchdog": (bool, True, None, "ping the systemd watchdog while the writer thread is healthy"),
+        "device_log_days": (int, 90, _positive, "keep text the keypads printed this many days (audit is kept)"),
     },
     "serial": {
         "enabled": (bool, True, None, "read keypads on USB/UART serial ports"),

@@ -23,6 +23,7 @@ log = logging.getLogger("pingjia.bridge.hub")
 
 KEY_RELOAD_S = 5.0  # rotate-key/retire done by the CLI reach a running hub within this
 TICK_S = 1.0
+PRUNE_S = 3600.0
 
 
 def ack_capacity(device_id):
@@ -41,7 +42,7 @@ def ack_bytes(device_id, boot, cmd_seq, seqs, signer):
 
 class Hub:
     def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=500,
-                 reject_log_interval_s=300.0, max_queue=100000):
+                 reject_log_interval_s=300.0, max_queue=100000, device_log_days=90):
         self.store = store
         self.rules = rules or cases.Rules()
         self.hall = hall
@@ -49,6 +50,7 @@ class Hub:
         self.on_rated = []  # callables(case_dict): after the commit that counted or replaced a rating
         self.on_unrated = []  # callables(case_dict): after a case was committed as unrated (SMS invitation)
         self.max_queue = max_queue
+        self.device_log_days = device_log_days
         self._q = queue.Queue()
         self._signers = {}
         self._boot = {}  # device_id -> latest boot seen (commands carry it)
@@ -89,10 +91,13 @@ class Hub:
         return self.writer.alive(max_age_s)
 
     def _tick_loop(self):
-        last_keys, failing = time.monotonic(), None
+        last_keys, last_prune, failing = time.monotonic(), 0.0, None
         while not self._stop_timer.wait(TICK_S):
             try:
                 self.tick()
+                if time.monotonic() - last_prune > PRUNE_S:
+                    self.prune()
+                    last_prune = time.monotonic()
                 if time.monotonic() - last_keys > KEY_RELOAD_S:
                     self.reload_keys()
                     last_keys = time.monotonic()
@@ -275,6 +280,13 @@ class Hub:
     def tick(self, now=None):
         """Expire prompts whose time is up (bridge clock). Tests pass `now`."""
         return self.call(lambda conn, t: (None, cases.expire(conn, self.rules, t if now is None else now)))
+
+    def prune(self, now=None):
+        """Drop device log lines older than device_log_days (text keypads print; the audit table is kept)."""
+        def job(conn, t):
+            cut = (t if now is None else now) - self.device_log_days * 86400
+            return conn.execute("DELETE FROM device_log WHERE at < ?", (cut,)).rowcount, []
+        return self.call(job)
 
     def stats(self):
         s = dict(self.counters)

@@ -165,7 +165,8 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
     store.migrate()
     parts = {}
     try:
-        parts["hub"] = hub = Hub(store, rules=cfg.rules(), hall=cfg.bridge["hall"]).start()
+        parts["hub"] = hub = Hub(store, rules=cfg.rules(), hall=cfg.bridge["hall"],
+                                  device_log_days=cfg.bridge["device_log_days"]).start()
         host, port = cfg.http_address()
         parts["http"] = http = HttpServer(hub, host, port, cfg.bridge["http_token"]).start()
         parts["transports"] = transports = Transports(cfg, hub, store)

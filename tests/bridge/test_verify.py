@@ -189,3 +189,13 @@ def test_per_second_and_per_rating_lookups_use_indexes(store):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "USING" in plan and not plan.startswith("SCAN"), (name, plan)
     conn.close()
+
+
+def test_device_log_pruned_after_its_retention(hub, link, kp, store, clock):
+    hub.device_text(link, "KP-0001", "old line")
+    _drain(hub)
+    clock.t += 91 * 86400
+    hub.device_text(link, "KP-0001", "new line")
+    _drain(hub)
+    assert hub.prune() == 1
+    assert [r["line"] for r in q(store, "SELECT line FROM device_log")] == ["new line"]
