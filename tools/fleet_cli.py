@@ -49,7 +49,7 @@ def _config_opts(f):
     for opt in reversed([
         click.option("--transport", type=click.Choice(["serial", "mqtt"]), default="serial", show_default=True,
                      help="How the keypad reaches the bridge."),
-        click.option("--hall", default="", envvar="PINGJIA_HALL", help="Hall id used in MQTT topics (env PINGJIA_HALL)."),
+        click.option("--hall", default="", envvar="PINGJIA_HALL", help="Hall id in MQTT topics (env PINGJIA_HALL; default: the bridge config's)."),
         click.option("--wifi-ssid", default="", envvar="PINGJIA_WIFI_SSID", help="Wi-Fi network (mqtt keypads)."),
         click.option("--wifi-password", default="", envvar="PINGJIA_WIFI_PASSWORD",
                      help="Wi-Fi password (env PINGJIA_WIFI_PASSWORD; never printed)."),
@@ -67,7 +67,9 @@ def _config_opts(f):
     return f
 
 
-def _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings):
+def _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings, config_path):
+    if transport == "mqtt" and not hall:
+        hall = _config(config_path).bridge["hall"]  # the bridge's own hall id: same topics
     wifi = {"ssid": wifi_ssid, "password": wifi_password} if wifi_ssid else None
     b = None
     if broker:
@@ -122,7 +124,7 @@ def flash_cmd(port, device_id, window_id, transport, hall, wifi_ssid, wifi_passw
     signed HELLO and registers device, key and window with the bridge.
     The key is never printed. A retry after a failure resumes the copy."""
     db = _db_path(db_path, config_path)
-    keypad = _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings)
+    keypad = _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings, config_path)
     try:
         device_id = device_id or fl.next_device_ids(db, 1)[0]
     except fl.FlashError as e:
@@ -151,7 +153,7 @@ def flash_all_cmd(ports, windows, jobs, transport, hall, wifi_ssid, wifi_passwor
         _fail("--windows names %d windows for %d boards" % (len(wins), len(ports)))
     wins = wins or [""] * len(ports)
     db = _db_path(db_path, config_path)
-    keypad = _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings)
+    keypad = _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings, config_path)
     try:
         ids = fl.next_device_ids(db, len(ports))
     except fl.FlashError as e:
