@@ -101,6 +101,27 @@ class _BufferedSocket:
         self._buf, self._pos = buf, pos + len(out)
         return out
 
+    def next_packet(self):
+        """(command byte, body) of a whole MQTT packet waiting in the buffer, else None."""
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        if n - pos < 2:
+            return None
+        mult, length, i = 1, 0, pos + 1
+        while True:
+            if i >= n or i - pos > 4:
+                return None  # incomplete (or malformed: paho's own reader says so)
+            b = buf[i]
+            length += (b & 127) * mult
+            mult *= 128
+            i += 1
+            if not b & 128:
+                break
+        if i + length > n:
+            return None
+        self._pos = i + length
+        return buf[pos], buf[i:i + length]
+
     def pending(self):
         inner = getattr(self._sock, "pending", None)
         return len(self._buf) - self._pos + (inner() if inner else 0)
@@ -137,8 +158,9 @@ class _LightInfo(mqtt.MQTTMessageInfo):
 class _Client(mqtt.Client):
     """paho's client with two hot paths trimmed (paho 2.x internals; the
     transport tests run through both on every message):
-    - reads are buffered and the packets of one write pass leave in one
-      send() (see _BufferedSocket);
+    - reads are buffered, a whole packet in the buffer is cut out at once
+      (paho reads command byte, length bytes and body separately), and the
+      packets of one write pass leave in one send() (see _BufferedSocket);
     - an incoming QoS 1 PUBLISH (one per keypad event) goes to one handler
       with its topic and payload, without paho's MQTTMessage and callback
       matching; the PUBACK is sent after the handler returns, as paho does;
@@ -189,6 +211,26 @@ class _Client(mqtt.Client):
         with self._in_callback_mutex:
             handler(pkt[2:2 + tl], pkt[4 + tl:], cmd & 0x01)
         return self._send_puback(mid)
+
+    def _packet_read(self):
+        sock = self._sock
+        if self._in_packet["command"] != 0 or not isinstance(sock, _BufferedSocket):
+            return super()._packet_read()
+        got = sock.next_packet()
+        if got is None:  # not a whole packet buffered yet: paho reads it piecewise
+            return super()._packet_read()
+        cmd, body = got
+        self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0}
+        try:
+            rc = self._packet_handle()
+        except mqtt.MalformedPacket:
+            rc = mqtt.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
 
     def _packet_write(self):
         sock = self._sock
