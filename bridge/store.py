@@ -55,10 +55,27 @@ class Store:
                                    timeout=self.busy_timeout_ms / 1000)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = %d" % int(self.busy_timeout_ms))
+        self._match_owner()
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA synchronous = FULL")  # WAL + FULL: a COMMIT is on disk before we ACK (one fsync per batch)
         return conn
+
+    def _match_owner(self):
+        """Run as root (`sudo pingjia status`), SQLite may create the -wal/-shm files owned by root,
+        and the service user could then no longer open its own database: give them the file's owner."""
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return
+        try:
+            st = os.stat(self.path)
+            if st.st_uid == 0:
+                return
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = self.path + suffix
+                if os.path.exists(side) and os.stat(side).st_uid == 0:
+                    os.chown(side, st.st_uid, st.st_gid)
+        except OSError:
+            pass
 
     def db(self, conn=None):
         """A sqlite_utils.Database over `conn` (or a new connection)."""

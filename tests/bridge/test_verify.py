@@ -199,3 +199,24 @@ def test_device_log_pruned_after_its_retention(hub, link, kp, store, clock):
     _drain(hub)
     assert hub.prune() == 1
     assert [r["line"] for r in q(store, "SELECT line FROM device_log")] == ["new line"]
+
+
+def test_root_cli_leaves_side_files_to_the_database_owner(tmp_path):
+    import os
+
+    from pingjia.bridge.store import Store
+
+    if os.geteuid() != 0:
+        return  # only root can create files owned by someone else
+    path = tmp_path / "b.db"
+    s = Store(path)
+    s.migrate()
+    os.chown(path, 12345, 12345)  # the service user's file
+    conn = s.connect()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'cli', 'x')")
+    conn.execute("COMMIT")
+    s.connect().close()
+    for side in ("-wal", "-shm"):
+        assert os.stat(str(path) + side).st_uid == 12345
+    conn.close()
