@@ -7,11 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-demo}"; shift || true
 
+# Debian packages: the broker for every job; for the tests also the browser
+# the status-page tests drive and a CJK font so its screenshots are readable.
+want=(mosquitto)
+[ "$job" = test ] && want+=(chromium fonts-wqy-microhei)
 apt_pkgs=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_pkgs+=(mosquitto)
-if [ "$job" = test ]; then
-  command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
-fi
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || apt_pkgs+=("$p")
+done
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${apt_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
