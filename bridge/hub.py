@@ -56,6 +56,8 @@ class Hub:
         self._boot = {}  # device_id -> latest boot seen (commands carry it)
         self._links = {}  # device_id -> link it last spoke on
         self._fallback = {}  # transport -> link for keypads not heard from yet (add_link)
+        self._unprompted = {}  # device_id -> tokens of PROMPTs that found no link (a serial keypad silent since start)
+        self._unprompted_lock = threading.Lock()
         self._keys_loaded = 0.0
         self._keys_lock = threading.Lock()
         self._stopping = False
@@ -219,9 +221,19 @@ class Hub:
         if signer is None or link is None:
             log.info("command not sent device=%s type=%s reason=%s", device_id, m.SCHEMA[mtype][0],
                      "no key" if signer is None else "no link yet")
+            if signer is not None and mtype == m.PROMPT:  # sent when the keypad first speaks (writer._apply)
+                with self._unprompted_lock:
+                    self._unprompted.setdefault(device_id, set()).add(fields.get("token"))
             return False
         raw = m.encode(m.Message(mtype, device_id, self._boot.get(device_id, 0), seq, **fields), signer)
         return self._send(link, device_id, raw)
+
+    def take_unprompted(self, device_id):
+        """Tokens of PROMPTs to `device_id` that were not sent for want of a link (writer thread, once it speaks)."""
+        if not self._unprompted:
+            return ()
+        with self._unprompted_lock:
+            return self._unprompted.pop(device_id, ())
 
     def ack_messages(self, device_id, seqs, cmd_seq=0):
         """Signed ACK messages naming `seqs` (split to fit 512 bytes); [] when the key is gone."""

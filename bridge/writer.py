@@ -276,6 +276,11 @@ class Writer:
         if kind == "msg":
             _, msg, raw, link, at = item
             seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
+            held = self.hub.take_unprompted(msg.device_id)
+            if held:  # cases finished while the bridge had no link to this keypad: prompt it now that it spoke
+                for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
+                    if c["token"] in held:
+                        effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))
             if msg.type in m.JOURNALED:
                 outcome, eff = attach.apply(self.conn, msg, raw, getattr(link, "name", "?"), at, self.hub.rules, self.hub.clock(),
                                             self._known, self._deferred)
