@@ -163,6 +163,8 @@ class Writer:
         except Exception:
             log.exception("commands/hooks after a committed job failed")
             ok = False
+        if isinstance(result, dict) and sends:  # a case change that commands its keypad: say whether it went out
+            result["keypad_notified"] = bool(ok)
         fut.set_result(ok if result is None else result)
 
     def _prepare(self, effects):

@@ -249,3 +249,11 @@ def test_timer_expires_prompts_on_its_own(store, clock, rules, link):
         assert hub.get_case("T1")["state"] == "unrated"
     finally:
         hub.stop()
+
+
+def test_finish_says_whether_the_keypad_got_the_prompt(hub, link, kp):
+    hub.open_case({"project_no": "N1", "window_id": "W01"})
+    assert hub.finish_case("N1")["keypad_notified"] is False  # never heard from: no link to it yet
+    hub.submit(kp.hello(), link)
+    hub.open_case({"project_no": "N2", "window_id": "W01"})
+    assert hub.finish_case("N2")["keypad_notified"] is True
