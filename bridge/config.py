@@ -159,6 +159,10 @@ def validate(data, path="<config>"):
     if not isinstance(up, dict):
         problems.append("[upstream]: must be a table")
         up = {}
+    else:
+        from .upstream import validate as validate_upstream  # [upstream] belongs to bridge/upstream
+
+        problems += validate_upstream(up)
     if not problems:
         m = out["mqtt"]
         if m["password_file"] and m["password"]:

@@ -10,6 +10,7 @@
 #   GET  /api/devices, GET /api/windows
 #   POST /api/devices/<id>/identify {"seconds": 10}, POST /api/devices/<id>/query
 #   GET  /, /static/*, /api/hall          -> pingjia.bridge.statuspage.handle(store_path, method, path)
+#   GET  /api/report, /api/followups, /api/upstream -> pingjia.bridge.reports.route(store_path, method, path)
 # Errors are JSON {"error": "...", "field": "..."} with a 4xx status. With
 # bridge.http_token set, /api/cases* and /api/devices need
 # `Authorization: Bearer <token>`; status and the hall page stay open (a wall
@@ -30,11 +31,16 @@ log = logging.getLogger("pingjia.bridge.http")
 MAX_BODY = 64 * 1024
 
 
-def _statuspage():
-    try:
-        return importlib.import_module("pingjia.bridge.statuspage")
-    except ImportError:
-        return None
+# Routes other modules own, each handler(store_path, method, path) ->
+# (status, content_type, body) or None when the path is not theirs.
+MOUNTS = (
+    ("pingjia.bridge.statuspage", "handle"),  # GET /, /static/*, /api/hall
+    ("pingjia.bridge.reports", "route"),  # GET /api/report, /api/followups, /api/upstream
+)
+
+
+def _mounts():
+    return [getattr(importlib.import_module(mod), fn) for mod, fn in MOUNTS]
 
 
 class ApiError(Exception):
@@ -50,7 +56,7 @@ class Api:
         self.hub = hub
         self.store = hub.store
         self.token = token
-        self.page = _statuspage()
+        self.mounts = _mounts()
 
     def protected(self, path):
         return bool(self.token) and (path.startswith("/api/cases") or path.startswith("/api/devices"))
@@ -148,10 +154,11 @@ def make_handler(api):
                 if length > MAX_BODY:
                     raise ApiError(413, "body larger than %d bytes" % MAX_BODY)
                 body = self.rfile.read(length) if length else b""
-                if api.page is not None and not url.path.startswith(("/api/cases", "/api/status", "/api/devices", "/api/windows")):
-                    got = api.page.handle(api.store.path, method, self.path)
-                    if got is not None:
-                        return self._reply(*got)
+                if not url.path.startswith(("/api/cases", "/api/status", "/api/devices", "/api/windows")):
+                    for handler in api.mounts:
+                        got = handler(api.store.path, method, self.path)
+                        if got is not None:
+                            return self._reply(*got)
                 if api.protected(url.path) and not api.authorized(self.headers.get("Authorization")):
                     raise ApiError(401, "missing or wrong bearer token")
                 code, obj = api.route(method, url.path, urllib.parse.parse_qs(url.query), body)

@@ -112,3 +112,16 @@ def test_identify_and_query_a_keypad(api, hub, link, kp):
     assert call(api, "POST", "/api/devices/KP-0001/identify", {"seconds": 0}, "s3cret")[0] == 400
     assert call(api, "POST", "/api/devices/KP-9999/identify", {}, "s3cret")[0] == 404
     assert call(api, "POST", "/api/devices/KP-0001/identify", {})[0] == 401
+
+
+
+def test_reports_followups_and_upstream_are_served_by_the_bridge(api, hub, link, kp):
+    """GET /api/report, /api/followups and /api/upstream come from bridge/reports.py through the bridge's server."""
+    hub.submit(kp.hello(), link)
+    status, cases = call(api, "POST", "/api/cases", {"project_no": "P-R1", "window_id": "W01"}, token="s3cret")
+    assert status == 201
+    for path, key in (("/api/report?by=window&period=day", "rows"), ("/api/followups", "followups"), ("/api/upstream", "pending")):
+        status, body = call(api, "GET", path)
+        assert status == 200 and key in body, (path, body)
+    status, body = call(api, "POST", "/api/report", {})
+    assert status == 405
