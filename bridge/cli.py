@@ -100,18 +100,29 @@ def check_config(path):
 @CONFIG_OPT
 @JSON_OPT
 def status(db_path, config_path, as_json):
-    """Every keypad's state at a glance: windows without a working keypad first."""
+    """The hall at a glance: keypads online and with problems, today's cases, the upstream queue.
+
+    Per keypad (window, state, version, journal): `pingjia fleet`."""
+    from .upstream import status as upstream_status
+
     conn = _conn(db_path, config_path, create=False)
     now = time.time()
     st = status_mod.status(conn, now)
+    st["upstream"] = upstream_status(conn, now)
+    st["cases_today"] = dict(conn.execute(
+        "SELECT state, COUNT(*) FROM cases WHERE opened_at >= ? GROUP BY state", (now - 86400,)).fetchall())
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False, indent=1))
         return
-    s = st["summary"]
-    click.echo("%d windows, %d keypads, %d online, %d problems" % (s["windows"], s["keypads"], s["online"], s["problems"]))
+    s, up = st["summary"], st["upstream"]
+    click.echo("keypads   %d windows, %d keypads, %d online, %d with problems" % (s["windows"], s["keypads"], s["online"], s["problems"]))
     for r in st["keypads"]:
-        r["seen"] = _ago(r["last_seen"], now)
-    _table(st["keypads"], ["window_id", "device_id", "state", "seen", "fw_version", "journal_depth", "rejects", "detail"])
+        if r["problem"]:
+            click.echo("  %-8s %-10s %s" % (r["window_id"] or "-", r["device_id"] or "-", r["detail"] or r["state"]))
+    click.echo("cases     last 24 h: %s" % (", ".join("%s %d" % kv for kv in sorted(st["cases_today"].items())) or "none"))
+    click.echo("upstream  %d pending (%d due), %d sent, %d quarantined, lag %.0f s"
+               % (up["pending"], up["due"], up["sent"], up["quarantined"], up["sync_lag_s"] or 0))
+    click.echo("per keypad: pingjia fleet    quarantined records: pingjia quarantine")
 
 
 @click.command("devices")
