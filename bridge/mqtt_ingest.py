@@ -232,6 +232,17 @@ class _Client(mqtt.Client):
             self._last_bytes_received = mqtt.time_func()
         return rc
 
+    def _packet_queue(self, command, packet, mid, qos, info=None):
+        # From paho's own network thread (the PUBACK for each event) the wake-up
+        # byte paho writes to its socketpair is a wasted syscall, and every
+        # syscall hands the GIL to the hub's threads: the loop writes queued
+        # packets before it next waits (want_write() puts the socket in select).
+        if self._thread is not None and threading.current_thread() is self._thread and self._sock is not None:
+            self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                     "to_process": len(packet), "packet": packet, "info": info})
+            return mqtt.MQTT_ERR_SUCCESS
+        return super()._packet_queue(command, packet, mid, qos, info)
+
     def _packet_write(self):
         sock = self._sock
         if not isinstance(sock, _BufferedSocket):
