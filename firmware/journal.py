@@ -38,7 +38,6 @@
 # unacknowledged, add() refuses the event (returns 0): nothing already in the
 # journal is ever dropped. `full` is then True until an ACK frees room; the app
 # reports it (STATUS flag ST_JOURNAL_FULL, red LED) and signals refused presses.
-import os
 import struct
 
 try:
@@ -49,7 +48,11 @@ except ImportError:  # CPython
         return x
 
 
-from ..protocol.crc import crc32
+from ..protocol.crc import builtin_module, crc32
+
+# the C os module: on the WebAssembly port `import os` would load the Python
+# os/ package frozen over it (1.4 KB of heap) for nothing the journal uses
+os = builtin_module("os")
 
 MAGIC = const(0xA5)
 EVENT = const(1)

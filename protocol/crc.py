@@ -4,9 +4,31 @@
 # refin/refout true, xorout 0xFFFFFFFF. Check value: crc32(b"123456789") ==
 # 0xCBF43926. binascii.crc32 computes exactly this in C on CPython and on most
 # MicroPython ports; the table fallback keeps boards without it working.
+import sys
+
+
+def builtin_module(name):
+    """The port's built-in (C) module `name`, or ImportError.
+
+    On MicroPython a built-in module can be extended by a Python module of the
+    same name found on sys.path (the WebAssembly port freezes micropython-lib's
+    binascii.py and os/ that way); importing with an empty sys.path gets the
+    C module itself, which costs no heap and is not put in sys.modules. Used
+    for binascii here and for os in firmware/journal.py. CPython: a plain import.
+    """
+    if sys.implementation.name != "micropython":
+        return __import__(name)
+    path = sys.path
+    sys.path = []
+    try:
+        return __import__(name)
+    finally:
+        sys.path = path
+
+
 try:
-    from binascii import crc32 as _crc32
-except ImportError:  # pragma: no cover - only on ports built without it
+    _crc32 = builtin_module("binascii").crc32
+except (ImportError, AttributeError):  # pragma: no cover - only on ports built without it
     _crc32 = None
 
 CHECK = 0xCBF43926
