@@ -9,6 +9,7 @@
 # fields it knows, so a newer keypad still talks to an older bridge of the
 # same version, and an older keypad to a newer bridge.
 import struct
+import sys
 
 try:
     from micropython import const
@@ -53,43 +54,64 @@ ST_CONFIG_ERROR = const(0x04)
 
 RSSI_NONE = const(127)
 
+# The payload layout of every type, one line each: "<type hex> <name> <field>:<kind> ...".
 # Field kinds: B u8, b i8, H u16, I u32, s str with u8 length, S str with u16
 # length, c list of u16 with u8 count (reason codes), q list of u32 with u8
 # count (seqs), k list of (str,str) pairs with u8 count.
-SCHEMA = {
-    HELLO: ("hello", (("fw", "s"), ("board", "s"), ("caps", "B"))),
-    RATING: ("rating", (("stars", "B"), ("age_ms", "I"), ("token", "s"), ("nth", "B"), ("dt_ms", "I"))),
-    REASON: ("reason", (("ref_seq", "I"), ("age_ms", "I"), ("codes", "c"))),
-    UNSOLICITED: ("unsolicited", (("stars", "B"), ("age_ms", "I"))),
-    STATUS: (
-        "status",
-        (
-            ("uptime_s", "I"),
-            ("journal_depth", "H"),
-            ("journal_cap", "H"),
-            ("free_heap", "I"),
-            ("rssi", "b"),
-            ("flags", "B"),
-            ("last_error", "s"),
-        ),
-    ),
-    LOG: ("log", (("level", "B"), ("text", "S"))),
-    ACK: ("ack", (("upto", "I"), ("seqs", "q"))),
-    PROMPT: ("prompt", (("token", "s"), ("timeout_s", "H"), ("reason_required", "B"), ("text", "s"))),
-    CANCEL: ("cancel", (("token", "s"),)),
-    TIME: ("time", (("unix_s", "I"),)),
-    CONFIG: ("config", (("items", "k"),)),
-    IDENTIFY: ("identify", (("seconds", "H"),)),
-    QUERY: ("query", ()),
-}
+# Kept as one string because a keypad has little RAM: on MicroPython a line is
+# parsed when a message of its type is built, encoded or decoded (a dict of
+# tuples built at import would take ~4 KB of the keypad's heap; the string stays
+# in flash with the bytecode). On CPython the parsed table is built once at
+# import as SCHEMA, so the bridge's decode does a dict lookup.
+_SPECS = """
+01 hello fw:s board:s caps:B
+02 rating stars:B age_ms:I token:s nth:B dt_ms:I
+03 reason ref_seq:I age_ms:I codes:c
+04 unsolicited stars:B age_ms:I
+05 status uptime_s:I journal_depth:H journal_cap:H free_heap:I rssi:b flags:B last_error:s
+06 log level:B text:S
+41 ack upto:I seqs:q
+42 prompt token:s timeout_s:H reason_required:B text:s
+43 cancel token:s
+44 time unix_s:I
+45 config items:k
+46 identify seconds:H
+47 query
+"""
 
-NAMES = {}
-for _t in SCHEMA:
-    NAMES[SCHEMA[_t][0]] = _t
 
-_DEFAULTS = {"B": 0, "b": 0, "H": 0, "I": 0, "s": "", "S": "", "c": (), "q": (), "k": ()}
-_INT_RANGE = {"B": (0, 0xFF), "b": (-128, 127), "H": (0, 0xFFFF), "I": (0, 0xFFFFFFFF)}
+def _parse(mtype):
+    """(name, ((field, kind), ...)) for a message type from _SPECS, or None when unknown."""
+    if not isinstance(mtype, int) or not 0 <= mtype <= 0xFF:
+        return None
+    i = _SPECS.find("\n%02x " % mtype)
+    if i < 0:
+        return None
+    words = _SPECS[i + 4 : _SPECS.find("\n", i + 4)].split()
+    return words[0], tuple(tuple(w.split(":")) for w in words[1:])
 
+
+def _types():
+    """Every message type, in _SPECS order."""
+    return [int(line[:2], 16) for line in _SPECS.split("\n") if line]
+
+
+if sys.implementation.name == "micropython":
+    _layout = _parse
+
+    def __getattr__(name):
+        # SCHEMA {type: (name, ((field, kind), ...))} and NAMES {name: type} are
+        # not kept on a keypad; built when asked for (nothing on the keypad asks).
+        if name == "SCHEMA":
+            return {t: _parse(t) for t in _types()}
+        if name == "NAMES":
+            return {_parse(t)[0]: t for t in _types()}
+        raise AttributeError(name)
+
+else:
+    SCHEMA = {t: _parse(t) for t in _types()}
+    NAMES = {SCHEMA[t][0]: t for t in SCHEMA}
+    _layout = SCHEMA.get
 
 def is_command(mtype):
     """True for bridge -> device types."""
@@ -100,7 +122,8 @@ class Message:
     """One decoded or to-be-encoded message. Payload fields are attributes."""
 
     def __init__(self, mtype, device_id, boot=0, seq=0, **fields):
-        if mtype not in SCHEMA:
+        layout = _layout(mtype)
+        if layout is None:
             raise ProtocolError(TYPE, "unknown message type 0x%02x" % mtype)
         self.type = mtype
         self.device_id = device_id
@@ -108,19 +131,19 @@ class Message:
         self.seq = seq
         self.version = VERSION_1
         self.flags = 0
-        for name, kind in SCHEMA[mtype][1]:
-            setattr(self, name, fields.pop(name, _DEFAULTS[kind]))
+        for name, kind in layout[1]:  # "BbHI" are the integer kinds
+            setattr(self, name, fields.pop(name, 0 if kind in "BbHI" else "" if kind in "sS" else ()))
         if fields:
             raise ProtocolError(MALFORMED, "%s has no field %s" % (self.name, sorted(fields)[0]))
 
     @property
     def name(self):
-        return SCHEMA[self.type][0]
+        return _layout(self.type)[0]
 
     def fields(self):
         """The payload as a dict (lists for the list kinds, so it is JSON-ready)."""
         d = {}
-        for name, kind in SCHEMA[self.type][1]:
+        for name, kind in _layout(self.type)[1]:
             v = getattr(self, name)
             if kind in "cq":
                 v = list(v)
@@ -165,10 +188,11 @@ def canonical(msg):
     out = bytearray(struct.pack("<BBBB", msg.version, msg.type, msg.flags, len(dev)))
     out.extend(dev)
     out.extend(struct.pack("<II", msg.boot & 0xFFFFFFFF, msg.seq & 0xFFFFFFFF))
-    for name, kind in SCHEMA[msg.type][1]:
+    for name, kind in _layout(msg.type)[1]:
         v = getattr(msg, name)
-        if kind in _INT_RANGE:
-            lo, hi = _INT_RANGE[kind]
+        if kind in "BbHI":  # integers: B u8, b i8, H u16, I u32
+            lo = -128 if kind == "b" else 0
+            hi = 127 if kind == "b" else 0xFF if kind == "B" else 0xFFFF if kind == "H" else 0xFFFFFFFF
             if not lo <= v <= hi:
                 raise ProtocolError(MALFORMED, "field %s=%d out of range" % (name, v))
             out.extend(struct.pack("<" + kind, v))
@@ -216,7 +240,7 @@ def peek(data):
     ver, mtype, _flags, dlen = struct.unpack_from("<BBBB", data, 0)
     if ver != VERSION_1:
         raise ProtocolError(VERSION, "protocol version %d not supported (this side speaks 1)" % ver)
-    if mtype not in SCHEMA:
+    if _layout(mtype) is None:
         raise ProtocolError(TYPE, "unknown message type 0x%02x" % mtype)
     if n < _HDR + dlen + 8 + MAC_LEN:
         raise ProtocolError(TRUNCATED, "message is %d bytes, too short for its header and MAC" % n)
@@ -250,8 +274,8 @@ def decode(data, key):
     msg = Message(mtype, dev, boot, seq)
     msg.flags = data[2]
     end = len(body)
-    for name, kind in SCHEMA[mtype][1]:
-        if kind in _INT_RANGE:
+    for name, kind in _layout(mtype)[1]:
+        if kind in "BbHI":
             size = struct.calcsize(kind)
             _need(pos, size, end, name)
             v = struct.unpack_from("<" + kind, data, pos)[0]
