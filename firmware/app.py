@@ -35,11 +35,11 @@ from . import ui
 from .keys import Keys, STARS
 from .version import VERSION
 
-WINDOW = const(16)  # events in flight before their ACK
-RT_BASE_MS = const(1000)  # retransmit backoff: 1 s doubling to 60 s, +0..25 % jitter
-RT_MAX_MS = const(60000)
-MAINT_MS = const(10000)
-LOG_GAP_MS = const(1000)  # at most one LOG for errors per second
+_WINDOW = const(16)  # events in flight before their ACK
+_RT_BASE_MS = const(1000)  # retransmit backoff: 1 s doubling to 60 s, +0..25 % jitter
+_RT_MAX_MS = const(60000)
+_MAINT_MS = const(10000)
+_LOG_GAP_MS = const(1000)  # at most one LOG for errors per second
 
 
 class App:
@@ -85,7 +85,7 @@ class App:
         self.stale = 0  # commands for another boot or replayed
         # delivery
         self.inflight = {}  # seq -> when last sent
-        self.backoff = RT_BASE_MS
+        self.backoff = _RT_BASE_MS
         self.rt_due = 0
         self.progress_t = now
         self.online = False
@@ -96,7 +96,7 @@ class App:
         # errors
         self.errors = 0
         self.last_error = err[1] if err else ""
-        self._log_t = -LOG_GAP_MS
+        self._log_t = -_LOG_GAP_MS
         self.sent = 0
 
     # ---------------------------------------------------------------- loop
@@ -122,7 +122,7 @@ class App:
         """Count an exception, keep it as last_error, report it (rate-limited)."""
         self.errors += 1
         self.last_error = ("%s: %s %s" % (where, e.__class__.__name__, e))[:80]
-        if now - self._log_t >= LOG_GAP_MS:
+        if now - self._log_t >= _LOG_GAP_MS:
             self._log_t = now
             try:
                 self.log(3, self.last_error)
@@ -164,8 +164,8 @@ class App:
                 for s in list(self.inflight):
                     if s not in self.journal.live:
                         del self.inflight[s]
-                self.backoff = RT_BASE_MS
-                self.rt_due = now + RT_BASE_MS
+                self.backoff = _RT_BASE_MS
+                self.rt_due = now + _RT_BASE_MS
                 self.progress_t = now
             return
         if msg.boot != self.boot or msg.seq <= self.cmd_seq:
@@ -279,7 +279,7 @@ class App:
         self.signal_stars = stars
 
     def _maintenance(self, now):
-        self.maint_until = now + MAINT_MS
+        self.maint_until = now + _MAINT_MS
         self.identify_until = 0
         text = "pingjia %s fw %s board %s boot %d link %s %s journal %d/%d" % (
             self.dev, VERSION, self.board_name, self.boot, self.link.name,
@@ -303,7 +303,7 @@ class App:
         if fresh:  # (re)connected: resend everything from the start
             self._gen = link.gen
             self.inflight = {}
-            self.backoff = RT_BASE_MS
+            self.backoff = _RT_BASE_MS
             self.progress_t = now
         online = link.connected and (not self.inflight or now - self.progress_t < self.cfg["offline_ms"])
         back = online and not self.online
@@ -318,11 +318,11 @@ class App:
                 if s in j.live and self._send_event(s, now, False):
                     continue
                 del self.inflight[s]
-            self.backoff = min(self.backoff * 2, RT_MAX_MS)
+            self.backoff = min(self.backoff * 2, _RT_MAX_MS)
             self.rt_due = now + self.backoff + random.getrandbits(8) * self.backoff // 1024
-        if len(self.inflight) < WINDOW and j.depth() > len(self.inflight):
+        if len(self.inflight) < _WINDOW and j.depth() > len(self.inflight):
             for s in j.pending():
-                if len(self.inflight) >= WINDOW:
+                if len(self.inflight) >= _WINDOW:
                     break
                 if s not in self.inflight:
                     self._send_event(s, now)
@@ -332,7 +332,7 @@ class App:
         if not self.link.connected:
             return False
         if new:
-            if len(self.inflight) >= WINDOW:
+            if len(self.inflight) >= _WINDOW:
                 return False  # the window fills again as ACKs arrive
             if not self.inflight:
                 self.rt_due = now + self.backoff

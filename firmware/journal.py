@@ -18,7 +18,7 @@
 #
 # seq never repeats: seq_hw in the state file is a reservation, "every seq
 # below it may have been used". A seq is used only when it is below the
-# persisted seq_hw; reaching it persists seq_hw + BLOCK first. At boot the next
+# persisted seq_hw; reaching it persists seq_hw + _BLOCK first. At boot the next
 # seq is max(seq_hw, highest seq in the journal + 1), so after a power cut the
 # unused rest of a block is skipped (gaps, never repeats). The state is written
 # alternately to two slot files with a generation number and CRC, so a cut
@@ -54,11 +54,11 @@ from ..protocol.crc import builtin_module, crc32
 # os/ package frozen over it (1.4 KB of heap) for nothing the journal uses
 os = builtin_module("os")
 
-MAGIC = const(0xA5)
+_MAGIC = const(0xA5)
 EVENT = const(1)
 ACKREC = const(2)
 MARK = const(3)
-BLOCK = const(64)  # seqs reserved per state write
+_BLOCK = const(64)  # seqs reserved per state write
 _EV = "<IIIBBBII"  # fixed part of an EVENT body (23 bytes)
 _EVLEN = const(23)
 _MASK = const(0xFFFFFFFF)
@@ -83,7 +83,7 @@ def _remove(path):
 
 
 def _record(kind, body):
-    head = struct.pack("<BBH", MAGIC, kind, len(body))
+    head = struct.pack("<BBH", _MAGIC, kind, len(body))
     c = crc32(head[1:])
     c = crc32(body, c)
     return head + body + struct.pack("<I", c)
@@ -124,7 +124,7 @@ def scan(data):
     out = []
     mv = memoryview(data)
     while pos < n:
-        if data[pos] != MAGIC or pos + 8 > n:
+        if data[pos] != _MAGIC or pos + 8 > n:
             pos = _resync(data, pos + 1, n)
             bad += 1
             continue
@@ -153,7 +153,7 @@ class Journal:
     had when last seen, plus the time since this boot started).
     """
 
-    def __init__(self, root, now=0, cap=500, max_bytes=0, block=BLOCK, sync=None):
+    def __init__(self, root, now=0, cap=500, max_bytes=0, block=_BLOCK, sync=None):
         self.root = root
         self.cap = cap
         self.max_bytes = max_bytes or cap * 96

@@ -15,8 +15,8 @@ except ImportError:  # CPython
 
 
 STARS = const(0x1F)  # bits 0..4
-COMBO = const(0x11)  # 1 star + 5 stars
-NKEYS = const(10)  # 5 star keys + up to 5 reason keys
+_COMBO = const(0x11)  # 1 star + 5 stars
+_NKEYS = const(10)  # 5 star keys + up to 5 reason keys
 
 
 class Keys:
@@ -24,14 +24,14 @@ class Keys:
         self.lock_ms = lock_ms
         self.combo_ms = combo_ms
         self.state = 0  # debounced mask
-        self._lock = [0] * NKEYS  # per key: ignore raw changes until this time
+        self._lock = [0] * _NKEYS  # per key: ignore raw changes until this time
         self._combo_t = None  # when the combination started being held
         self._combo_done = False
 
     def poll(self, now, raw):
         """Feed the raw mask; returns (new presses mask, combination fired)."""
         new = 0
-        for i in range(NKEYS):
+        for i in range(_NKEYS):
             bit = 1 << i
             if now < self._lock[i]:
                 continue
@@ -45,7 +45,7 @@ class Keys:
                 self.state &= ~bit
                 self._lock[i] = now + self.lock_ms
         fired = False
-        if self.state & STARS == COMBO:
+        if self.state & STARS == _COMBO:
             if self._combo_t is None:
                 self._combo_t = now
             elif not self._combo_done and now - self._combo_t >= self.combo_ms:

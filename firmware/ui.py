@@ -26,7 +26,7 @@ except ImportError:  # CPython
 GREEN = const(0x20)
 RED = const(0x40)
 BLUE = const(0x80)
-ALL_STARS = const(0x1F)
+_ALL_STARS = const(0x1F)
 
 # transient signals (app.signal)
 NOT_NOW = const(1)
@@ -49,7 +49,7 @@ def leds(app, now):
         t = now % (code * 400 + 1200)
         return RED if t < code * 400 and t % 400 < 200 else 0
     if now < app.identify_until:
-        return (ALL_STARS | GREEN | RED | BLUE) if _blink(now, 250, 125) else 0
+        return (_ALL_STARS | GREEN | RED | BLUE) if _blink(now, 250, 125) else 0
     if now < app.maint_until:
         d = app.dev[-1]
         m = (ord(d) - 48) & 0x0F if "0" <= d <= "9" else 0x0F
@@ -62,7 +62,7 @@ def leds(app, now):
     if app.reason_until and app.reason_from <= now < app.reason_until:
         red = RED if _blink(now, 1000, 500) else 0
         if app.reason_stars:
-            return (ALL_STARS if _blink(now, 1000, 500) else 0) | red | link
+            return (_ALL_STARS if _blink(now, 1000, 500) else 0) | red | link
         return stars_mask(app.last_stars) | red | link
     if now < app.thanks_until:
         return stars_mask(app.last_stars) | GREEN | link

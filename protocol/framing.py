@@ -22,11 +22,11 @@ from .errors import ProtocolError, CRC, OVERSIZE, TRUNCATED
 from .messages import MAX_MESSAGE
 
 MAGIC = const(0xF5)
-HEADER = const(3)  # magic + length
-TRAILER = const(4)  # crc32
+_HEADER = const(3)  # magic + length
+_TRAILER = const(4)  # crc32
 OVERHEAD = const(7)
-MIN_MESSAGE = const(29)  # header 4 + 1-char device id + boot/seq 8 + MAC 16 (QUERY has no payload)
-MAX_TEXT_LINE = const(256)
+_MIN_MESSAGE = const(29)  # header 4 + 1-char device id + boot/seq 8 + MAC 16 (QUERY has no payload)
+_MAX_TEXT_LINE = const(256)
 
 FRAME = const(1)  # item kinds yielded by Decoder.feed
 TEXT = const(2)
@@ -38,11 +38,11 @@ def encode(message):
     n = len(message)
     if n > MAX_MESSAGE:
         raise ProtocolError(OVERSIZE, "message is %d bytes, at most %d" % (n, MAX_MESSAGE))
-    out = bytearray(HEADER + n + TRAILER)
+    out = bytearray(_HEADER + n + _TRAILER)
     out[0] = MAGIC
     struct.pack_into("<H", out, 1, n)
-    out[HEADER : HEADER + n] = message
-    struct.pack_into("<I", out, HEADER + n, crc32(memoryview(out)[1 : HEADER + n]))
+    out[_HEADER : _HEADER + n] = message
+    struct.pack_into("<I", out, _HEADER + n, crc32(memoryview(out)[1 : _HEADER + n]))
     return bytes(out)
 
 
@@ -106,7 +106,7 @@ class Decoder:
                 t = bytearray()
             else:
                 t.append(b)
-                if len(t) >= MAX_TEXT_LINE:
+                if len(t) >= _MAX_TEXT_LINE:
                     out.append((TEXT, bytes(t)))
                     t = bytearray()
         self._text = t
@@ -122,33 +122,33 @@ class Decoder:
             if i:
                 self._text_bytes(buf[:i], out)
                 buf = buf[i:]
-            if len(buf) < HEADER:
+            if len(buf) < _HEADER:
                 if idle:
                     self._bad(out, ProtocolError(TRUNCATED, "frame cut inside its header"))
                     buf = buf[1:]
                     continue
                 break
             n = buf[1] | (buf[2] << 8)
-            if n > self.max_message or n < MIN_MESSAGE:
-                self._bad(out, ProtocolError(OVERSIZE, "frame length %d outside %d..%d" % (n, MIN_MESSAGE, self.max_message)))
+            if n > self.max_message or n < _MIN_MESSAGE:
+                self._bad(out, ProtocolError(OVERSIZE, "frame length %d outside %d..%d" % (n, _MIN_MESSAGE, self.max_message)))
                 buf = buf[1:]
                 continue
-            total = HEADER + n + TRAILER
+            total = _HEADER + n + _TRAILER
             if len(buf) < total:
                 if idle:
                     self._bad(out, ProtocolError(TRUNCATED, "frame cut after %d of %d bytes" % (len(buf), total)))
                     buf = buf[1:]
                     continue
                 break
-            want = struct.unpack_from("<I", buf, HEADER + n)[0]
-            if crc32(memoryview(buf)[1 : HEADER + n]) != want:
+            want = struct.unpack_from("<I", buf, _HEADER + n)[0]
+            if crc32(memoryview(buf)[1 : _HEADER + n]) != want:
                 self._bad(out, ProtocolError(CRC, "frame CRC mismatch (length %d)" % n))
                 buf = buf[1:]
                 continue
             if self._text:  # text before a frame ends at the frame
                 out.append((TEXT, bytes(self._text)))
                 self._text = bytearray()
-            out.append((FRAME, bytes(buf[HEADER : HEADER + n])))
+            out.append((FRAME, bytes(buf[_HEADER : _HEADER + n])))
             self.frames += 1
             buf = buf[total:]
         self._buf = buf
