@@ -1,6 +1,6 @@
 # pingjia.firmware.run: boot (config -> board -> journal -> link -> App) and the asyncio main loop.
 #
-# start() is what /main.py calls. The loop steps the App every PERIOD_MS,
+# start() is what /main.py calls. The loop steps the App every _PERIOD_MS,
 # feeds the watchdog and yields to asyncio, so it also runs on the WebAssembly
 # virtual board (whose asyncio lives on the JavaScript event loop: there is no
 # asyncio.run there, so start() schedules the task and returns). A Ctrl-C from
@@ -24,10 +24,10 @@ except ImportError:  # CPython
 
 from .app import App
 from .journal import Journal
-from .link import MqttLink, SerialLink
+from .link import SerialLink
 
-PERIOD_MS = const(10)  # main loop period: a press shows on the LEDs within one
-E_JOURNAL = const(8)  # LED blink code: the journal's filesystem failed
+_PERIOD_MS = const(10)  # main loop period: a press shows on the LEDs within one
+_E_JOURNAL = const(8)  # LED blink code: the journal's filesystem failed
 
 
 def board_module(name):
@@ -65,11 +65,16 @@ def build(board, cfg, err, now):
         try:
             journal = Journal(board.fs_root, now, cap=cfg["journal_cap"], sync=getattr(board, "fsync", None))
         except Exception as e:
-            err = (E_JOURNAL, "journal: %s %s" % (e.__class__.__name__, e))
+            err = (_E_JOURNAL, "journal: %s %s" % (e.__class__.__name__, e))
     if err:
         # keep the serial line read (Ctrl-C, signed STATUS with the reason)
         return App(board, cfg, SerialLink(board), None, err, now)
-    link = MqttLink(board, cfg) if cfg["transport"] == "mqtt" else SerialLink(board)
+    if cfg["transport"] == "mqtt":
+        from .mqtt import MqttLink  # only MQTT keypads load this code
+
+        link = MqttLink(board, cfg)
+    else:
+        link = SerialLink(board)
     return App(board, cfg, link, journal, None, now)
 
 
@@ -89,7 +94,7 @@ class Clock:
         return self.t
 
 
-async def main(board=None, root="/", period_ms=PERIOD_MS):
+async def main(board=None, root="/", period_ms=_PERIOD_MS):
     """Boot and run the keypad until Ctrl-C. Returns the App (for tests)."""
     cfg, err = load_config(root)
     if err:
