@@ -163,6 +163,7 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
             signal.signal(sig, lambda *_: stop.set())
     store = Store(cfg.bridge["db"])
     store.migrate()
+    store.links_unknown()  # online again when heard
     parts = {}
     try:
         parts["hub"] = hub = Hub(store, rules=cfg.rules(), hall=cfg.bridge["hall"],
@@ -195,6 +196,7 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
     notifier.send("STOPPING=1")
     log.info("bridge stopping: intake closed, flushing")
     flushed = _shutdown(parts)
+    store.links_unknown()
     log.info("bridge stopped flushed=%s stats=%s", flushed, json.dumps(hub.stats(), sort_keys=True))
     return 0
 

@@ -81,6 +81,16 @@ class Store:
         """A sqlite_utils.Database over `conn` (or a new connection)."""
         return sqlite_utils.Database(conn or self.connect())
 
+    def links_unknown(self):
+        """Mark every keypad offline: at start and after a stop this bridge holds no link,
+        so it cannot vouch for any. A keypad is online again as soon as it is heard
+        (serial frame, MQTT retained state). Returns how many were marked."""
+        conn = self.connect()
+        try:
+            return conn.execute("UPDATE devices SET online = 0 WHERE online = 1").rowcount
+        finally:
+            conn.close()
+
     def migrate(self):
         """Create the file if needed, switch to WAL, apply pending migrations. Returns applied names."""
         try:
