@@ -28,7 +28,8 @@ class Signer:
         if len(key) != KEY_LEN:
             raise ValueError("device key must be %d bytes, got %d" % (KEY_LEN, len(key)))
         k = bytes(key) + bytes(_BLOCK - KEY_LEN)
-        self._key = bytes(key)
+        if _fast is not None:  # CPython's hmac takes the key itself; a keypad keeps only the pads
+            self._key = bytes(key)
         self._ipad = bytes([b ^ 0x36 for b in k])
         self._opad = bytes([b ^ 0x5C for b in k])
 

@@ -97,21 +97,15 @@ def _types():
 
 
 if sys.implementation.name == "micropython":
+    # No SCHEMA/NAMES on a keypad (nothing there needs the whole table);
+    # _parse(type) gives one type's layout.
     _layout = _parse
-
-    def __getattr__(name):
-        # SCHEMA {type: (name, ((field, kind), ...))} and NAMES {name: type} are
-        # not kept on a keypad; built when asked for (nothing on the keypad asks).
-        if name == "SCHEMA":
-            return {t: _parse(t) for t in _types()}
-        if name == "NAMES":
-            return {_parse(t)[0]: t for t in _types()}
-        raise AttributeError(name)
 
 else:
     SCHEMA = {t: _parse(t) for t in _types()}
     NAMES = {SCHEMA[t][0]: t for t in SCHEMA}
     _layout = SCHEMA.get
+
 
 def is_command(mtype):
     """True for bridge -> device types."""
