@@ -36,7 +36,8 @@ from .keys import Keys, STARS
 from .version import VERSION
 
 _WINDOW = const(16)  # events in flight before their ACK
-_RT_BASE_MS = const(1000)  # retransmit backoff: 1 s doubling to 60 s, +0..25 % jitter
+_RT_BASE_MS = const(1000)  # retransmit timeout: max(1 s, 2 x smoothed ACK round trip),
+# doubling per timeout to 60 s, +0..25 % jitter; only events whose own timer ran out are resent
 _RT_MAX_MS = const(60000)
 _MAINT_MS = const(10000)
 _LOG_GAP_MS = const(1000)  # at most one LOG for errors per second
@@ -84,7 +85,8 @@ class App:
         self.rejected = 0  # commands that failed MAC/decoding
         self.stale = 0  # commands for another boot or replayed
         # delivery
-        self.inflight = {}  # seq -> when last sent
+        self.inflight = {}  # seq -> [when last sent, times sent]
+        self.srtt = 0  # smoothed ACK round trip (ms) of events sent once; 0 = no sample yet
         self.backoff = _RT_BASE_MS
         self.rt_due = 0
         self.progress_t = now
@@ -161,11 +163,17 @@ class App:
         t = msg.type
         if t == M.ACK:  # accepted whatever its boot/seq: it only names committed events
             if self.journal.ack(now, msg.upto, msg.seqs):
+                clean = False
                 for s in list(self.inflight):
                     if s not in self.journal.live:
-                        del self.inflight[s]
-                self.backoff = _RT_BASE_MS
-                self.rt_due = now + _RT_BASE_MS
+                        sent, tries = self.inflight.pop(s)
+                        if tries == 1:  # Karn: a resent event's ACK can't tell which send it answers
+                            rtt = now - sent
+                            self.srtt = rtt if not self.srtt else (7 * self.srtt + rtt) // 8
+                            clean = True
+                if clean:  # else keep the backed-off timeout until a clean sample comes
+                    self.backoff = self.rto()
+                self.rt_due = now + self.backoff
                 self.progress_t = now
             return
         if msg.boot != self.boot or msg.seq <= self.cmd_seq:
@@ -303,7 +311,7 @@ class App:
         if fresh:  # (re)connected: resend everything from the start
             self._gen = link.gen
             self.inflight = {}
-            self.backoff = _RT_BASE_MS
+            self.backoff = self.rto()
             self.progress_t = now
         online = link.connected and (not self.inflight or now - self.progress_t < self.cfg["offline_ms"])
         back = online and not self.online
@@ -315,6 +323,8 @@ class App:
         j = self.journal
         if self.inflight and now >= self.rt_due:
             for s in list(self.inflight):
+                if now - self.inflight[s][0] < self.backoff:
+                    continue  # sent recently (after an ACK moved the window): its own timer runs on
                 if s in j.live and self._send_event(s, now, False):
                     continue
                 del self.inflight[s]
@@ -337,8 +347,16 @@ class App:
             if not self.inflight:
                 self.rt_due = now + self.backoff
                 self.progress_t = now
-        self.inflight[seq] = now
+        e = self.inflight.get(seq)
+        self.inflight[seq] = [now, e[1] + 1 if e else 1]
         return self._send(self.event_message(seq, now))
+
+    def rto(self):
+        """Retransmit timeout: twice the smoothed ACK round trip, at least 1 s, at most 60 s.
+        A bridge that is busy (a hall-wide replay after an outage) answers slowly but
+        surely; resending sooner would only add duplicates to its queue."""
+        r = 2 * self.srtt
+        return _RT_BASE_MS if r < _RT_BASE_MS else (_RT_MAX_MS if r > _RT_MAX_MS else r)
 
     def event_message(self, seq, now):
         """The Message for journaled event `seq`, age_ms computed at `now`."""

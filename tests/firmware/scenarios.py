@@ -378,6 +378,32 @@ def t_retransmit_until_ack_with_backoff():
     assert not [m for m in r.sent() if m.type in M.JOURNALED], "no sends after the ACK"
 
 
+def t_slow_bridge_gets_no_retransmit_storm():
+    """A bridge that ACKs every event 3 s after it arrives (a hall-wide replay after an
+    outage) is busy, not gone: the keypad learns the round trip and does not resend
+    its whole window every second (that would only queue duplicates at the bridge)."""
+    r = Rig(journal_cap=200)
+    r.b.broker["up"] = False
+    for i in range(64):
+        r.app.journal.add(r.b.t, M.UNSOLICITED, stars=1 + i % 5)
+    r.sent()
+    arrived, sends = [], 0  # (time the bridge got it, seq)
+    for _ in range(120000 // 50):
+        r.step(50)
+        for m in r.sent():
+            if m.type in M.JOURNALED:
+                sends += 1
+                arrived.append((r.b.t, m.seq))
+        due = [seq for t, seq in arrived if r.b.t - t >= 3000]
+        if due:
+            arrived = [(t, seq) for t, seq in arrived if r.b.t - t < 3000]
+            r.ack(seqs=sorted(set(due))[:255])
+        if not r.app.journal.depth():
+            break
+    assert r.app.journal.depth() == 0, "everything delivered"
+    assert sends <= 64 * 3 // 2, "%d sends for 64 events: a retransmit storm" % sends
+
+
 def t_window_drains_backlog():
     r = Rig(journal_cap=200)
     r.b.broker["up"] = False
