@@ -163,7 +163,7 @@ def _devcall(fn, *args, **kw):
 @DB_OPT
 @CONFIG_OPT
 def device_add(device_id, window_id, transport, key_hex, db_path, config_path):
-    """Register a keypad and its key (pingjia provision does this for you when flashing)."""
+    """Register a keypad and its key (`pingjia flash` does this for you when flashing)."""
     try:
         key = bytes.fromhex(key_hex) if key_hex else None
     except ValueError:
@@ -268,10 +268,13 @@ def windows(ctx, db_path, config_path):
 @click.option("--name", default="", help="窗口名称, shown on the status page and the keypad.")
 @click.option("--dept-code", default="", help="Department code (default for its cases).")
 @click.option("--dept-name", default="", help="Department name.")
+@DB_OPT
+@CONFIG_OPT
 @click.pass_obj
-def windows_add(obj, window_id, name, dept_code, dept_name):
+def windows_add(obj, window_id, name, dept_code, dept_name, db_path, config_path):
     """Add (or rename) a window."""
-    _devcall(dev.add_window, _conn(*obj), window_id, name, dept_code, dept_name)
+    # --db/--config work here as on every other command (or on `windows` itself)
+    _devcall(dev.add_window, _conn(db_path or obj[0], config_path or obj[1]), window_id, name, dept_code, dept_name)
     click.echo("window %s saved" % window_id)
 
 

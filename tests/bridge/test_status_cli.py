@@ -21,3 +21,11 @@ def test_status_names_the_window_without_a_keypad_and_the_upstream_queue(tmp_pat
     assert any(line.split()[:1] == ["W01"] for line in lines[1:3])  # no keypad at W01: listed
     assert any("upstream  0 pending" in line for line in lines)
     assert "pingjia fleet" in r.output
+
+
+def test_db_option_works_on_windows_add_like_everywhere(tmp_path):
+    db = str(tmp_path / "w.db")
+    r = CliRunner().invoke(main, ["windows", "add", "W07", "--name", "七号窗口", "--db", db])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["windows", "--db", db])
+    assert "W07" in r.output and "七号窗口" in r.output
