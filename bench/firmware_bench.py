@@ -81,9 +81,11 @@ def main():
         _h, heap_rom = run_mp(rom + [str(ROOT / "bench/firmware_heap_mp.py")])
     heap, heap_r = r["HEAP_AFTER_BOOT"], rr["HEAP_AFTER_BOOT"]
     rows = [
-        ("heap after boot, .mpy in the filesystem", "%d B (%.1f KB; bench script itself %d B)" % (heap, heap / 1024, r["HEAP_BASELINE"]),
+        ("heap after boot, .mpy in the filesystem", "%d B (%.1f KB; bench script itself %d B; first collect %d B)" % (
+            heap, heap / 1024, r["HEAP_BASELINE"], r["HEAP_AFTER_BOOT_FIRST"]),
          "<= 24 KB", heap <= BARS["heap"]),
-        ("heap after boot, .mpy in ROMFS (in place)", "%d B (%.1f KB; bench script itself %d B)" % (heap_r, heap_r / 1024, rr["HEAP_BASELINE"]),
+        ("heap after boot, .mpy in ROMFS (in place)", "%d B (%.1f KB; bench script itself %d B; first collect %d B)" % (
+            heap_r, heap_r / 1024, rr["HEAP_BASELINE"], rr["HEAP_AFTER_BOOT_FIRST"]),
          "<= 24 KB", heap_r <= BARS["heap"]),
         ("all .mpy together", "%d B (%.1f KB; host.py %d B of it)" % (total, total / 1024, host_only), "<= 64 KB", total <= BARS["mpy"]),
         ("journal append", "%.3f ms (median of 10 batch means of 50; worst batch %.3f ms)" % (r["APPEND_US_MEDIAN"] / 1000, r["APPEND_US_P95"] / 1000),
@@ -94,7 +96,7 @@ def main():
     ]
     print("Firmware on MicroPython 1.29 (WebAssembly on Node), .mpy from mpy-cross")
     for name, val, bar, ok in rows:
-        print("%-44s %-64s bar %-25s %s" % (name, val, bar, "OK" if ok else "MISSED"))
+        print("%-44s %-86s bar %-25s %s" % (name, val, bar, "OK" if ok else "MISSED"))
     print("heap by import (filesystem):", imports(heap_fs))
     print("heap by import (ROMFS):     ", imports(heap_rom))
     print("largest .mpy:", ", ".join("%s %d" % kv for kv in sorted(sizes.items(), key=lambda kv: -kv[1])[:6]))
