@@ -197,7 +197,7 @@ def defaults():
 
 
 def describe():
-    """Every key with its default and help, for `pingjia config keys` and the example file."""
+    """Every key with its default and help (deploy/bridge.example.toml is checked against it)."""
     for table, keys in SCHEMA.items():
         for k, (_t, default, _c, helptext) in keys.items():
             yield table, k, default, helptext

@@ -161,3 +161,22 @@ def test_systemd_unit_is_valid(tmp_path):
     unit.write_text(text.replace("/usr/local/bin/pingjia", PINGJIA))
     p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
+
+
+def test_example_config_documents_every_key():
+    """deploy/bridge.example.toml shows every key the bridge knows, in its table."""
+    import re
+
+    text = (ROOT_DIR / "deploy" / "bridge.example.toml").read_text()
+    tables = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"\s*#?\s*\[([a-z_.]+)\]", line)
+        if m:
+            current = m.group(1)
+            continue
+        m = re.match(r"\s*#?\s*([a-z_]+)\s*=", line)
+        if m and current:
+            tables.setdefault(current, set()).add(m.group(1))
+    missing = [(t, k) for t, k, _d, _h in config.describe() if k not in tables.get(t, set())]
+    assert not missing, "document these in deploy/bridge.example.toml: %s" % missing
