@@ -36,8 +36,19 @@ def ack_bytes(device_id, boot, cmd_seq, seqs, signer):
     """The ACK message, built directly (the hot path: one per keypad per batch). Same bytes as
     messages.encode(Message(ACK, device_id, boot, cmd_seq, upto=0, seqs=seqs)) (checked by a test)."""
     dev = device_id.encode()
-    body = b"".join((struct.pack("<BBBB", m.VERSION_1, m.ACK, 0, len(dev)), dev,
-                     struct.pack("<IIIB%dI" % len(seqs), boot & 0xFFFFFFFF, cmd_seq & 0xFFFFFFFF, 0, len(seqs), *seqs)))
+    return _ack(struct.pack("<BBBB", m.VERSION_1, m.ACK, 0, len(dev)) + dev, boot, cmd_seq, seqs, signer)
+
+
+_ACK_FIXED = struct.Struct("<IIIB")  # boot, cmd_seq, upto, count
+_ACK_ONE = struct.Struct("<IIIBI")  # ... and one seq: the usual ACK (a keypad waits for each event's ACK)
+
+
+def _ack(head, boot, cmd_seq, seqs, signer):
+    if len(seqs) == 1:
+        body = head + _ACK_ONE.pack(boot & 0xFFFFFFFF, cmd_seq & 0xFFFFFFFF, 0, 1, seqs[0])
+    else:
+        body = head + _ACK_FIXED.pack(boot & 0xFFFFFFFF, cmd_seq & 0xFFFFFFFF, 0, len(seqs)) + struct.pack(
+            "<%dI" % len(seqs), *seqs)
     return body + signer.mac(body)
 
 
@@ -54,6 +65,7 @@ class Hub:
         self.device_log_days = device_log_days
         self._q = queue.Queue()
         self._signers = {}
+        self._ack_head = {}  # device_id -> (ACK header bytes with the id, seqs per ACK)
         self._boot = {}  # device_id -> latest boot seen (commands carry it)
         self._links = {}  # device_id -> link it last spoke on
         self._fallback = {}  # transport -> link for keypads not heard from yet (add_link)
@@ -246,10 +258,17 @@ class Hub:
         signer = self._signers.get(device_id)
         if signer is None:
             return []
-        seqs = sorted(set(seqs))
-        per = ack_capacity(device_id)
         boot = self._boot.get(device_id, 0)
-        return [ack_bytes(device_id, boot, cmd_seq, seqs[i:i + per], signer) for i in range(0, len(seqs), per)]
+        head = self._ack_head.get(device_id)
+        if head is None:  # header + device id, and how many seqs fit: built once per keypad
+            dev = device_id.encode()
+            head = self._ack_head[device_id] = (struct.pack("<BBBB", m.VERSION_1, m.ACK, 0, len(dev)) + dev,
+                                                ack_capacity(device_id))
+        head, per = head
+        if len(seqs) == 1:
+            return [_ack(head, boot, cmd_seq, seqs, signer)]
+        seqs = sorted(set(seqs))
+        return [_ack(head, boot, cmd_seq, seqs[i:i + per], signer) for i in range(0, len(seqs), per)]
 
     def send_acks(self, acks):
         """acks: {(device_id, link): [seq, ...]}. A link with `send_many([(device_id, raw), ...])`

@@ -200,6 +200,61 @@ class _Client(mqtt.Client):
             m.info.rc = rc
             return rc
 
+    def publish_qos1_many(self, items):
+        """publish_qos1 for a batch of (topic_bytes, payload): the hub hands over all ACKs of one
+        commit at once. Each message gets its own mid and _out_messages entry as in publish_qos1,
+        but the PUBLISH packets are built here, queued under one lock, and paho's loop is woken
+        once per batch instead of once per message (a socketpair write each: a syscall and a GIL
+        hand-over per ACK). Returns the number of messages queued for sending now."""
+        if self._protocol == mqtt.MQTTv5 or self._max_inflight_messages or self._max_queued_messages:
+            return sum(1 for t, p in items if self.publish_qos1(t, p) == mqtt.MQTT_ERR_SUCCESS)
+        now = mqtt.time_func()
+        new_msg, out_packet, queued = mqtt.MQTTMessage.__new__, self._out_packet, 0
+        with self._out_message_mutex:
+            out = self._out_messages
+            for topic_bytes, payload in items:
+                mid = self._mid_generate()
+                if mid in out:
+                    continue  # 65,535 unacknowledged already: dropped, the keypad retransmits
+                m = new_msg(mqtt.MQTTMessage)
+                m.mid, m._topic, m.payload, m.qos, m.retain, m.dup = mid, topic_bytes, payload, 1, False, False
+                m.properties, m.timestamp, m.info = None, now, _LightInfo(mid)
+                out[mid] = m
+                if self._sock is None:  # sent by paho's resend after the reconnect, like publish()
+                    m.state = mqtt.mqtt_ms_publish
+                    m.info.rc = mqtt.MQTT_ERR_NO_CONN
+                    continue
+                self._inflight_messages += 1
+                m.state = mqtt.mqtt_ms_wait_for_puback
+                n = 4 + len(topic_bytes) + len(payload)  # topic length, topic, mid, payload
+                packet = bytearray(b"\x32")  # PUBLISH, QoS 1
+                while True:  # remaining length (MQTT variable byte integer)
+                    b, n = n & 127, n >> 7
+                    packet.append(b | 128 if n else b)
+                    if not n:
+                        break
+                packet += len(topic_bytes).to_bytes(2, "big")
+                packet += topic_bytes
+                packet += mid.to_bytes(2, "big")
+                packet += payload
+                out_packet.append({"command": mqtt.PUBLISH, "mid": mid, "qos": 1, "pos": 0,
+                                   "to_process": len(packet), "packet": packet, "info": m.info})
+                queued += 1
+        if queued:
+            self._wake_loop()
+        return queued
+
+    def _wake_loop(self):
+        """What paho's _packet_queue does after queueing, once."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            return  # paho's own loop writes before it next waits
+        if self._sockpairW is not None:
+            try:
+                self._sockpairW.send(mqtt.sockpair_data)
+            except BlockingIOError:
+                pass
+        self._call_socket_register_write()
+
     def _handle_publish(self):
         cmd = self._in_packet["command"]
         handler = self.fast_on_message
@@ -309,6 +364,7 @@ class MqttLink:
         self.ack_qos = ack_qos
         self.max_backlog = max_backlog
         self._n_up = 0
+        self._down_topics = {}  # device_id -> its down topic, bytes
         self._sub_mid = None
         self.client_id = client_id or "@bridge-%s" % hall
         self._prefix = "%s/%s/dev/" % (topics.ROOT, hall)
@@ -387,6 +443,30 @@ class MqttLink:
             return True
         self.stats["send_dropped"] += 1
         return False
+
+    def send_many(self, msgs):
+        """Send [(device_id, raw), ...] (the hub's ACKs of one commit) with one wake-up of paho's loop."""
+        if self.ack_qos == 0:
+            for dev, raw in msgs:
+                self.send(dev, raw)
+            return
+        topics_ = self._down_topics
+        items = []
+        for dev, raw in msgs:
+            t = topics_.get(dev)
+            if t is None:
+                if len(topics_) > 100000:
+                    topics_.clear()
+                t = topics_[dev] = ("%s%s/down" % (self._prefix, dev)).encode()
+            items.append((t, bytes(raw)))
+        try:
+            n = self.client.publish_qos1_many(items)
+        except Exception as e:  # noqa: BLE001
+            self.stats["send_dropped"] += len(items)
+            log.debug("send of %d messages dropped: %s", len(items), e)
+            return
+        self.stats["sent"] += n
+        self.stats["send_dropped"] += len(items) - n
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Publish on another hall topic (e.g. topics.unrated for the SMS gateway)."""

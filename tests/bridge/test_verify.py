@@ -119,7 +119,7 @@ def test_fast_ack_matches_protocol_encoder():
     from pingjia.protocol.auth import Signer
 
     key = bytes(range(32))
-    for dev, seqs in (("KP-0001", [42, 43]), ("x" * 32, list(range(1, ack_capacity("x" * 32) + 1)))):
+    for dev, seqs in (("KP-0001", [42]), ("KP-0001", [42, 43]), ("x" * 32, list(range(1, ack_capacity("x" * 32) + 1)))):
         want = m.encode(m.Message(m.ACK, dev, 7, 1001, upto=0, seqs=tuple(seqs)), key)
         assert ack_bytes(dev, 7, 1001, seqs, Signer(key)) == want
 
