@@ -63,7 +63,8 @@ class Hub:
         self.on_unrated = []  # callables(case_dict): after a case was committed as unrated (SMS invitation)
         self.max_queue = max_queue
         self.device_log_days = device_log_days
-        self._q = queue.Queue()
+        # SimpleQueue (C): put/get without Queue's Condition; there is one put per event and nothing joins it
+        self._q = queue.SimpleQueue()
         self._signers = {}
         self._ack_head = {}  # device_id -> (ACK header bytes with the id, seqs per ACK)
         self._boot = {}  # device_id -> latest boot seen (commands carry it)
@@ -215,6 +216,10 @@ class Hub:
     def _put(self, item):
         self._q.put(item)
 
+    def backlog(self):
+        """Items queued for the writer and not yet taken into a batch (transports pause reading above a limit)."""
+        return self._q.qsize()
+
     # -- commands and jobs ------------------------------------------------------------------------
     def call(self, fn, timeout=30.0, transaction=True):
         """Run fn(conn, now) -> (result, effects) on the writer thread in one transaction; effects
@@ -328,7 +333,7 @@ class Hub:
     def stats(self):
         s = dict(self.counters)
         s.update(self.writer.stats())
-        s["queue"] = self._q.qsize()
+        s["queue"] = self.backlog()
         return s
 
     def run_hooks(self, kind, case):
