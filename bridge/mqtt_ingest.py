@@ -21,6 +21,7 @@
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -29,6 +30,7 @@ import paho.mqtt.client as mqtt
 from ..protocol import messages, topics
 
 _ACK = messages.ACK
+_PUBACK = struct.Struct("!BBH")
 
 log = logging.getLogger("pingjia.bridge.mqtt")
 
@@ -275,14 +277,34 @@ class _Client(mqtt.Client):
         if got is None:  # not a whole packet buffered yet: paho reads it piecewise
             return super()._packet_read()
         cmd, body = got
-        self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
-                           "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0}
-        try:
-            rc = self._packet_handle()
-        except mqtt.MalformedPacket:
-            rc = mqtt.MQTT_ERR_PROTOCOL
-        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
-                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        if (cmd & 0xF6) == 0x32 and self.fast_on_message is not None and self._protocol != mqtt.MQTTv5 \
+                and len(body) >= 4 + ((body[0] << 8) | body[1]):
+            # a QoS 1 PUBLISH (one per keypad event), handed over as _handle_publish does but
+            # without paho's _in_packet dicts and _packet_handle dispatch; PUBACK after the handler
+            tl = (body[0] << 8) | body[1]
+            mid = (body[2 + tl] << 8) | body[3 + tl]
+            with self._in_callback_mutex:
+                self.fast_on_message(body[2:2 + tl], body[4 + tl:], cmd & 0x01)
+            rc = self._packet_queue(mqtt.PUBACK, _PUBACK.pack(0x40, 2, mid), mid, 1)
+        elif cmd == 0x40 and len(body) == 2 and self.on_publish is None and self._protocol != mqtt.MQTTv5 \
+                and not self._max_inflight_messages:
+            # the broker's PUBACK for one of our ACKs: what _handle_pubackcomp does, without the dicts
+            with self._out_message_mutex:
+                msg = self._out_messages.pop((body[0] << 8) | body[1], None)
+                if msg is not None:
+                    msg.info._set_as_published()
+                    if msg.qos > 0:
+                        self._inflight_messages -= 1
+            rc = mqtt.MQTT_ERR_SUCCESS
+        else:
+            self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
+                               "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0}
+            try:
+                rc = self._packet_handle()
+            except mqtt.MalformedPacket:
+                rc = mqtt.MQTT_ERR_PROTOCOL
+            self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                               "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
         return rc
