@@ -326,6 +326,21 @@ class _Client(mqtt.Client):
             return super()._packet_write()
         sock.cork()
         try:
+            # QoS 1 PUBLISHes (our ACKs) and PUBACKs (one per event) need nothing from paho once
+            # written: take them off the queue in one go (paho's loop costs a slice, a send call
+            # and several checks per packet); paho's own loop writes the rest (QoS 0 publishes
+            # with their callback, DISCONNECT, a partly written packet)
+            out, chunks = self._out_packet, []
+            while out:
+                p = out[0]
+                c = p["command"] & 0xF0
+                if p["pos"] or not (c == 0x40 or (c == 0x30 and p["qos"])):
+                    break
+                chunks.append(out.popleft()["packet"])
+            if chunks:
+                sock.send(b"".join(chunks))  # corked: leaves with flush() below
+                with self._msgtime_mutex:
+                    self._last_msg_out = mqtt.time_func()
             rc = super()._packet_write()
         finally:
             err = sock.flush() if self._sock is sock else None
