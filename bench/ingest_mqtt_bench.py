@@ -765,8 +765,8 @@ def main():
     ap.add_argument("--password", help=argparse.SUPPRESS)
     ap.add_argument("--serial", help=argparse.SUPPRESS)
     ap.add_argument("--rto", choices=["adaptive", "firmware"], default="adaptive",
-                    help="keypad retransmit timer: adaptive (per event, 2 x smoothed RTT, Karn) or firmware (today's app.py: "
-                         "whole window every 1 s after any ACK)")
+                    help="keypad retransmit timer: adaptive (per event, 2 x smoothed RTT, Karn: what firmware/app.py does) or "
+                         "firmware (the old whole-window 1 s timer, kept for comparison)")
     ap.add_argument("--max-replay-s", type=float, default=120.0)
     ap.add_argument("--ack-qos", type=int, choices=[0, 1], default=1, help="QoS of the bridge's ACKs (default 1)")
     ap.add_argument("--switch-interval", type=float, default=float(os.environ.get("PJ_SWITCH_INTERVAL", 0) or 0),
