@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from vboard_helpers import Console, mpremote
 
-from pingjia.protocol import framing, messages
+from pingjia.protocol import messages
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = bytes(range(32))
@@ -35,24 +35,10 @@ def firmware_tree(tmp_path_factory):
     return d
 
 
-class FwConsole(Console):
-    def pump(self):
-        # frames signed with the firmware test key (Console decodes with the test app's key)
-        data = self.ser.read(4096)
-        if not data:
-            return
-        self.raw += data
-        for kind, item in self.dec.feed(data):
-            if kind == framing.FRAME:
-                self.frames.append(messages.decode(bytes(item), KEY))
-            elif kind == framing.TEXT:
-                self.lines.append(bytes(item).decode(errors="replace"))
-
-
 def test_firmware_boots_takes_presses_keeps_its_journal_and_yields_the_repl(board, firmware_tree):
     d = firmware_tree
     mpremote(board.port, "fs", "cp", "-r", str(d / "lib"), str(d / "main.py"), str(d / "pingjia_config.json"), ":")
-    with FwConsole(board.port) as con:  # opened first: nothing the new boot sends is missed
+    with Console(board.port, key=KEY) as con:  # opened first: nothing the new boot sends is missed
         mpremote(board.port, "reset")
         hello = con.wait_frame(lambda m: m.type == messages.HELLO, what="HELLO")
         assert (hello.device_id, hello.board) == (DEVICE, "virtual")
@@ -60,7 +46,7 @@ def test_firmware_boots_takes_presses_keeps_its_journal_and_yields_the_repl(boar
         press = con.wait_frame(lambda m: m.type == messages.UNSOLICITED, what="press")
         assert press.stars == 4 and press.seq >= 1
     # Power cut before any ACK: the event is in the flash journal and comes again after boot.
-    with FwConsole(board.port) as con:
+    with Console(board.port, key=KEY) as con:
         board.power_cut()
         board.start()
         con.wait_frame(lambda m: m.type == messages.HELLO and m.boot > hello.boot, what="HELLO after the cut")

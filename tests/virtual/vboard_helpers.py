@@ -37,7 +37,8 @@ def flash(board, stage):
 class Console:
     """The board's serial port seen by a host: frames decoded with the host's protocol code, text kept."""
 
-    def __init__(self, port):
+    def __init__(self, port, key=KEY):
+        self.key = key  # frames are decoded (and their MAC checked) with this device key
         self.ser = serial.Serial(port, 115200, timeout=0.05)
         self.dec = framing.Decoder()
         self.frames = []   # decoded Messages, in arrival order
@@ -51,7 +52,7 @@ class Console:
         self.raw += data
         for kind, item in self.dec.feed(data):
             if kind == framing.FRAME:
-                self.frames.append(messages.decode(bytes(item), KEY))
+                self.frames.append(messages.decode(bytes(item), self.key))
             elif kind == framing.TEXT:
                 self.lines.append(bytes(item).decode(errors="replace"))
 
