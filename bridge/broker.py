@@ -18,8 +18,6 @@
 # deploy/mosquitto/ holds the same files rendered for a hall that runs
 # Mosquitto as its own system service; `python -m pingjia.bridge.broker`
 # renders them from a device list (see main()).
-import hashlib
-import hmac
 import logging
 import os
 import pwd
@@ -32,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..firmware.mqtt import mqtt_password
 from ..protocol import topics
 
 log = logging.getLogger("pingjia.bridge.broker")
@@ -40,7 +39,6 @@ BRIDGE_USER = "@bridge"
 CASES_USER = "@cases"
 SMS_USER = "@sms"
 SERVICE_USERS = (BRIDGE_USER, CASES_USER, SMS_USER)
-MQTT_PASSWORD_LABEL = b"pingjia-mqtt-password-v1"
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
 PASSWD_CANDIDATES = ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd")
@@ -74,31 +72,29 @@ persistent_client_expiration 30d
 def device_password(key):
     """The MQTT password of a keypad, derived from its 32-byte device key.
 
-    The keypad computes the same (HMAC-SHA256(key, label), hex, 32 chars), so
-    provisioning needs no second secret and the bridge can regenerate the
-    broker's password file from its device table at any time.
+    One definition, the keypad's own (firmware/mqtt.py, pure Python on both
+    sides), so provisioning needs no second secret and the bridge can
+    regenerate the broker's password file from its device table at any time.
     """
-    return hmac.new(bytes(key), MQTT_PASSWORD_LABEL, hashlib.sha256).hexdigest()[:32]
+    return mqtt_password(bytes(key))
+
+
+def _find(name, candidates):
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    w = shutil.which(name)
+    if w:
+        return w
+    raise FileNotFoundError("%s not found: install the Debian package `mosquitto` (scripts/bootstrap.sh does)" % name)
 
 
 def find_mosquitto():
-    for c in MOSQUITTO_CANDIDATES:
-        if os.access(c, os.X_OK):
-            return c
-    w = shutil.which("mosquitto")
-    if w:
-        return w
-    raise FileNotFoundError("mosquitto not found: install the Debian package `mosquitto` (scripts/bootstrap.sh does)")
+    return _find("mosquitto", MOSQUITTO_CANDIDATES)
 
 
 def find_mosquitto_passwd():
-    for c in PASSWD_CANDIDATES:
-        if os.access(c, os.X_OK):
-            return c
-    w = shutil.which("mosquitto_passwd")
-    if w:
-        return w
-    raise FileNotFoundError("mosquitto_passwd not found: install the Debian package `mosquitto`")
+    return _find("mosquitto_passwd", PASSWD_CANDIDATES)
 
 
 def _check_user(name):

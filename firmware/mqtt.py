@@ -15,7 +15,7 @@ except ImportError:  # CPython
 from ..protocol import topics
 from ..protocol.auth import hmac_sha256
 
-PASSWORD_LABEL = b"pingjia-mqtt-password-v1"  # same derivation as bridge/broker.py
+PASSWORD_LABEL = b"pingjia-mqtt-password-v1"  # bridge/broker.py calls mqtt_password() below: one definition
 
 _BACKOFF_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
