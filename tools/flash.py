@@ -448,18 +448,40 @@ def _boot_and_hello(board, device_id, key, image, res, timeout, progress, elsewh
     return hello
 
 
+@contextlib.contextmanager
+def _job(res, progress):
+    """One board's run of flash or update: a FlashError becomes the Result's reason, the
+    board (once connected, in `held`) is closed, and the time and outcome are noted."""
+    t0 = time.monotonic()
+    held = []
+    try:
+        yield held
+        res.ok = True
+    except FlashError as e:
+        res.reason = str(e)
+    finally:
+        for board in held:
+            board.close()
+        res.seconds = time.monotonic() - t0
+        _note(progress, "done" if res.ok else "failed")
+
+
+def _connect(port, held, progress):
+    _note(progress, "connect")
+    board = Board(port)
+    held.append(board)
+    return board
+
+
 def flash_board(port, db_path, image, device_id, window_id="", transport="serial", hall="", wifi=None,
                 broker=None, settings=None, force=False, hello_timeout=HELLO_TIMEOUT, progress=None):
     """Provision one board: firmware + fresh key + config, verify, reset, HELLO, register. Returns Result."""
     res = Result(port, device_id=device_id, window_id=window_id or "", version=image.version)
-    t0 = time.monotonic()
-    board = None
-    try:
+    with _job(res, progress) as held:
         check_new_device(db_path, device_id, window_id, force)
         key = os.urandom(32)
         cfg = make_config(device_id, key, window_id or "", transport, hall, wifi, broker, settings)
-        _note(progress, "connect")
-        board = Board(port)
+        board = _connect(port, held, progress)
         check_platform(board, image)
         old = board.read_json(CONFIG_PATH)
         if old and old.get("device_id") and old.get("device_id") != device_id and not force:
@@ -478,14 +500,6 @@ def flash_board(port, db_path, image, device_id, window_id="", transport="serial
         else:
             hello = _boot_and_hello(board, device_id, key, image, res, hello_timeout, progress)
             register(db_path, device_id, key, window_id, transport, hello.fw, hello.board, force)
-        res.ok = True
-    except FlashError as e:
-        res.reason = str(e)
-    finally:
-        if board:
-            board.close()
-        res.seconds = time.monotonic() - t0
-        _note(progress, "done" if res.ok else "failed")
     return res
 
 
@@ -525,11 +539,8 @@ def _remove_stale(board, image):
 def update_board(port, db_path, image, force=False, hello_timeout=HELLO_TIMEOUT, progress=None):
     """Update the firmware of a provisioned keypad; its config, journal and seq files stay as they are."""
     res = Result(port, version=image.version)
-    t0 = time.monotonic()
-    board = None
-    try:
-        _note(progress, "connect")
-        board = Board(port)
+    with _job(res, progress) as held:
+        board = _connect(port, held, progress)
         check_platform(board, image)
         cfg = board.read_json(CONFIG_PATH)
         if not cfg or not cfg.get("device_id"):
@@ -547,14 +558,6 @@ def update_board(port, db_path, image, force=False, hello_timeout=HELLO_TIMEOUT,
         elsewhere = bridge_hello(db_path, res.device_id) if cfg.get("transport") == "mqtt" else None
         hello = _boot_and_hello(board, res.device_id, key, image, res, hello_timeout, progress, elsewhere)
         set_version(db_path, res.device_id, hello)
-        res.ok = True
-    except FlashError as e:
-        res.reason = str(e)
-    finally:
-        if board:
-            board.close()
-        res.seconds = time.monotonic() - t0
-        _note(progress, "done" if res.ok else "failed")
     return res
 
 
