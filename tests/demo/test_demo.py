@@ -26,8 +26,10 @@ def test_demo_runs_a_day_and_every_case_lands(tmp_path):
     # and the reference platform holds every record exactly once (nothing quarantined)
     assert db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'").fetchone()[0] == 0
     platform = sqlite3.connect(workdir / "platform.db")
-    tables = [r[0] for r in platform.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    assert "received 10 records" in out, (tables, out[-1500:])
+    received = {r[0] for r in platform.execute("SELECT idem_key FROM records")}
+    sent = {r[0] for r in db.execute("SELECT idem_key FROM outbox WHERE state = 'sent'")}
+    assert received == sent and len(sent) == 10, (received, sent)  # each case's rating or unrated notice
+    assert "received 10 records" in out, out[-1500:]
 
 
 def test_demo_help():
