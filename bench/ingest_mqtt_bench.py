@@ -15,7 +15,11 @@ MQTT 3.1.1 with pre-encoded, MAC-signed protocol messages, because 500 paho
 clients would eat the CPU the bridge needs on a 2-core machine.
 
 throughput: each keypad publishes one event (QoS 1) and waits for its ACK before
-  the next (window 1). Measured: events ACKed per second in a window after a
+  the next (window 1). `--kind unsolicited` (default): presses made with no prompt,
+  stored for audit (the leanest store path). `--kind rating`: every event is the
+  rating of its own prompted case (set up beforehand, one case per event), so each
+  goes the whole attach path: case by token, rating row, case state, outbox record;
+  the store check then also counts one rating per case. Measured: events ACKed per second in a window after a
   warm-up; every ACK comes after the event's COMMIT (the hub's contract). Then
   the run drains and SQLite is checked: each sent (device, seq) stored, 0 lost,
   0 duplicated. Same-run baseline: the same keypads, same payloads, same
@@ -207,7 +211,12 @@ def _fleet(args, devs, keys, q, go):
         signer = Signer(keys[d])
         pkts = []
         for seq in range(1, nev + 1):
-            raw = messages.encode(messages.Message(messages.UNSOLICITED, d, 1, seq, stars=1 + seq % 5, age_ms=0), signer)
+            if args.get("kind") == "rating":
+                msg = messages.Message(messages.RATING, d, 1, seq, stars=1 + seq % 5, age_ms=0, token=case_token(d, seq),
+                                       nth=1, dt_ms=0)
+            else:
+                msg = messages.Message(messages.UNSOLICITED, d, 1, seq, stars=1 + seq % 5, age_ms=0)
+            raw = messages.encode(msg, signer)
             pkts.append(publish_packet(up, raw, pid=1 + (seq % 65535)))
         kps.append(RawKeypad(d, pkts))
     sel = selectors.DefaultSelector()
@@ -388,7 +397,8 @@ def _fleet(args, devs, keys, q, go):
 
 
 def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, stop_after_window=True, rt_base=1.0,
-              rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None, period=None, rto="adaptive"):
+              rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None, period=None, rto="adaptive",
+              kind="unsolicited"):
     """Drive `devs` from `procs` load processes; returns merged results.
 
     The processes connect every keypad first, then all start together."""
@@ -398,7 +408,7 @@ def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, st
     t_start = ctx.Value("d", 0.0)
     args = dict(host=host, port=port, window=window, events=events, seconds=seconds, warmup=warmup,
                 stop_after_window=stop_after_window, rt_base=rt_base, rt_max=rt_max, drain_s=drain_s,
-                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto)
+                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto, kind=kind)
     parts = [devs[i::procs] for i in range(procs)]
     ps = [ctx.Process(target=fleet_worker, args=(dict(args, offset=i / float(procs)), part, keys, q, go))
           for i, part in enumerate(parts)]
@@ -486,7 +496,13 @@ def bridge_main(a):
 
     if a.switch_interval:
         sys.setswitchinterval(a.switch_interval)
-    hub = Hub(Store(a.db), hall=HALL).start() if a.hub == "real" else NullHub()
+    store = Store(a.db)
+    hub = Hub(store, hall=HALL).start() if a.hub == "real" else NullHub()
+    up = None
+    if a.hub == "real":  # what bridge/service.py wires on the hub (no [upstream] endpoint: follow-ups, unrated events)
+        from pingjia.bridge.upstream import workers
+
+        up = workers.start({"hall": HALL, "upstream": {}}, hub, store)
     links = []
     if a.mqtt_port:
         links.append(MqttLink(hub, HALL, "127.0.0.1", a.mqtt_port, a.user, a.password, ack_qos=a.ack_qos).start(wait=10))
@@ -501,6 +517,8 @@ def bridge_main(a):
             st = {"hub": hub.stats(), "links": [l.stats for l in links]}
             print(json.dumps(st), flush=True)
     hub.stop()  # commits and ACKs what it holds while the links are still up
+    if up is not None:
+        up.stop()
     for l in links:
         l.stop()
     if ser:
@@ -515,6 +533,7 @@ class NullHub:
 
     def __init__(self):
         self.n = 0
+        self.on_rated, self.on_unrated = [], []
 
     def submit(self, raw, link):
         self.n += 1
@@ -568,6 +587,18 @@ class BridgeProc:
         self.user_sys = (int(f[11]) / tck, int(f[12]) / tck)
         return (int(f[11]) + int(f[12])) / tck
 
+    def switches(self):
+        """Context switches (voluntary + involuntary) over all the bridge's threads so far."""
+        n = 0
+        for task in Path("/proc/%d/task" % self.p.pid).iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        n += int(line.split(":")[1])
+            except OSError:
+                pass
+        return n
+
     def stats(self):
         self.p.stdin.write("stats\n")
         self.p.stdin.flush()
@@ -582,8 +613,15 @@ class BridgeProc:
 
 
 # --- setup helpers ------------------------------------------------------------------------------
-def setup(workdir, n):
-    """Broker (not started) + SQLite store with n keypads; returns (broker, db path, keys, signers)."""
+def case_token(dev, seq):
+    """The token of the prompted case that rating `seq` of keypad `dev` rates (--kind rating)."""
+    return "%s-%d" % (dev, seq)
+
+
+def setup(workdir, n, cases_per_keypad=0):
+    """Broker (not started) + SQLite store with n keypads; returns (broker, db path, keys, signers).
+    cases_per_keypad > 0: each keypad gets a window and that many prompted cases (tokens case_token(dev, 1..)),
+    written as the bridge's own finish_case leaves them."""
     from pingjia.bridge import devices
     from pingjia.bridge.store import Store
     from pingjia.protocol.auth import Signer
@@ -600,10 +638,34 @@ def setup(workdir, n):
         for d, k in keys.items():
             conn.execute("INSERT INTO devices (device_id, key_hex, transport, created_at) VALUES (?,?,?,?)",
                          (d, k.hex(), "mqtt", time.time()))
+        if cases_per_keypad:
+            now = time.time()
+            for d in keys:
+                w = "W-" + d
+                conn.execute("INSERT INTO windows (window_id, name, created_at) VALUES (?,?,?)", (w, w, now))
+                conn.executemany(
+                    "INSERT INTO cases (project_no, window_id, task_code, task_name, state, token, device_id, opened_at, "
+                    "finished_at, prompt_until) VALUES (?,?,'T1','bench matter','prompted',?,?,?,?,?)",
+                    [("P-%s-%d" % (d, s), w, case_token(d, s), d, now - 60, now, now + 86400)
+                     for s in range(1, cases_per_keypad + 1)])
         conn.execute("COMMIT")
     finally:
         conn.close()
     return broker, db, keys, {d: Signer(k) for d, k in keys.items()}
+
+
+def check_ratings(db):
+    """--kind rating: (counted ratings, cases with more than one rating, rating events not counted)."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(db))
+    try:
+        n = conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
+        multi = conn.execute("SELECT count(*) FROM (SELECT case_id FROM ratings GROUP BY case_id HAVING count(*) > 1)").fetchone()[0]
+        uncounted = conn.execute("SELECT count(*) FROM events WHERE kind = 'rating' AND disposition != 'counted'").fetchone()[0]
+    finally:
+        conn.close()
+    return n, multi, uncounted
 
 
 def check_store(db, sent):
@@ -629,12 +691,12 @@ def pct(xs, p):
 
 def throughput(a):
     with tempfile.TemporaryDirectory(prefix="pj-ingest-") as wd:
-        broker, db, keys, signers = setup(wd, a.keypads)
+        # enough pre-encoded events that no keypad runs dry at up to --max-rate events/s in total
+        nev = a.events or int((a.seconds + a.warmup + 2) * a.max_rate / a.keypads) + 10
+        broker, db, keys, signers = setup(wd, a.keypads, cases_per_keypad=nev if a.kind == "rating" else 0)
         broker.start()
         devs = sorted(keys)
         user, pw = broker.bridge_credentials()
-        # enough pre-encoded events that no keypad runs dry at up to --max-rate events/s in total
-        nev = a.events or int((a.seconds + a.warmup + 2) * a.max_rate / len(devs)) + 10
         try:
             # 1. baseline: the same keypads and payloads, an echo responder instead of the bridge
             base_rate = float("nan")
@@ -644,7 +706,7 @@ def throughput(a):
                 echo = ctx.Process(target=echo_responder, args=(broker.host, broker.port, user, pw, ready, stop))
                 echo.start()
                 ready.wait(30)
-                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs)
+                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, kind=a.kind)
                 stop.set()
                 echo.join(10)
                 base_rate = base["window_events"] / a.seconds
@@ -664,10 +726,11 @@ def throughput(a):
                                                   "-f", "raw", "-o", "/tmp/pj-bridge-profile.txt", "--nonblocking", "--gil"],
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-            cpu0 = br.cpu()
+            cpu0, sw0 = br.cpu(), br.switches()
             us0 = br.user_sys
-            res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile)
-            cpu1 = br.cpu()
+            res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile,
+                            kind=a.kind)
+            cpu1, sw1 = br.cpu(), br.switches()
             us1 = br.user_sys
             for p in prof:
                 p.wait()
@@ -681,8 +744,11 @@ def throughput(a):
             cpu_us = (cpu1 - cpu0) / max(1, res["acked"]) * 1e6
             print("bridge    committed before ACK:                            %8.0f events/s  ratio %.2f of the broker's" % (rate, rate / base_rate), flush=True)
             print("          store check: %d ACKed events, %d rows, %d lost, %d duplicated (unacked at end: %d)" % (expected, total, lost, extra, res["inflight"]))
-            print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core" % (
-                cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us))
+            if a.kind == "rating":
+                nr, multi, uncounted = check_ratings(db)
+                print("          ratings: %d counted (one per case), %d cases rated twice, %d rating events not counted" % (nr, multi, uncounted))
+            print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core; %.2f context switches per event" % (
+                cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us, (sw1 - sw0) / max(1, res["acked"])))
             print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
             h = final.get("hub", mid["hub"])
             print("          hub: stored %d, duplicates %d, batches %d, max batch %d, rejected %d" % (
@@ -756,6 +822,9 @@ def main():
     ap.add_argument("--events", type=int, default=0, help="events per keypad (replay: default 200)")
     ap.add_argument("--max-rate", type=float, default=30000, help="throughput: events/s the pre-encoded supply must cover")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--kind", choices=["unsolicited", "rating"], default="unsolicited",
+                    help="throughput: what each event is: an unprompted press (stored for audit) or the rating of "
+                         "its own prompted case (the whole attach path)")
     ap.add_argument("--procs", type=int, default=2, help="load processes")
     ap.add_argument("--outage", type=float, default=5.0, help="replay: seconds the bridge stays down")
     ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
@@ -776,7 +845,8 @@ def main():
     if a.role == "bridge":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return bridge_main(a)
-    print("cpus: %d (os.cpu_count), python %s" % (os.cpu_count(), sys.version.split()[0]))
+    print("cpus: %d (os.cpu_count), python %s; events: %s" % (os.cpu_count(), sys.version.split()[0],
+                                                          a.kind if a.mode == "throughput" else "unsolicited"))
     if a.mode == "throughput":
         throughput(a)
     else:
