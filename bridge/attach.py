@@ -62,6 +62,25 @@ INSERT_EVENT = """INSERT INTO events (device_id, seq, boot, kind, stars, token, 
     digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
 
 
+_COLS = INSERT_EVENT.count("?")
+_CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement: a handful of distinct statements for the statement cache
+
+
+def insert_events(conn, rows):
+    """INSERT rows (INSERT_EVENT's values) with multi-row statements. Python's sqlite3 releases
+    the GIL around every sqlite3_step, and executemany() steps once per row: under load each
+    release hands the GIL to the transport's thread and back (a context switch per row). A
+    statement of 64 rows is one step."""
+    i, n = 0, len(rows)
+    for size in _CHUNKS:
+        if n - i < size:
+            continue
+        sql = INSERT_EVENT + ",(%s)" % ",".join("?" * _COLS) * (size - 1)
+        while n - i >= size:
+            conn.execute(sql, [v for r in rows[i:i + size] for v in r])
+            i += size
+
+
 def known_digests(conn, keys):
     """{(device_id, seq): digest} of the events among `keys` already stored: one query per batch."""
     out = {}
@@ -80,7 +99,7 @@ def apply(conn, msg, raw, via, received_at, rules, now, known=None, deferred=Non
     'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing).
     Batch mode: `known` is known_digests() of the batch (kept up to date here) and
     `deferred` a list collecting UNSOLICITED rows (nothing refers to them) for one
-    executemany(INSERT_EVENT) before COMMIT."""
+    insert_events() before COMMIT."""
     dig = digest(msg, raw)
     key = (msg.device_id, msg.seq)
     if known is None:

@@ -9,6 +9,7 @@
 # recovery logged once. Jobs (case operations, commands) run between batches,
 # each in its own transaction, with their result or error handed back.
 import concurrent.futures
+import json
 import logging
 import queue
 import sqlite3
@@ -35,7 +36,7 @@ class Writer:
         self._beat = time.monotonic()
         self._pending = []  # items of a batch whose commit failed
         self._failing = None  # the error message while commits fail
-        self._known, self._deferred = {}, None  # per batch: stored digests, UNSOLICITED rows for one executemany
+        self._known, self._deferred = {}, None  # per batch: stored digests, UNSOLICITED rows for attach.insert_events
         self._reject_log = {}  # (device, reason) -> [last logged at, suppressed since]
         self._stopped = threading.Event()
         self.counters = {"stored": 0, "duplicates": 0, "replays": 0, "acks": 0, "batches": 0,
@@ -220,9 +221,11 @@ class Writer:
                     self.conn.execute("RELEASE item")
                     log.error("message not stored (bug?) item=%s error=%r", item[0], e)
             if self._deferred:
-                self.conn.executemany(attach.INSERT_EVENT, self._deferred)
-            self.conn.executemany("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?), online = 1 WHERE device_id = ?",
-                                  [(at, dev) for dev, (at, _link) in seen.items()])
+                attach.insert_events(self.conn, self._deferred)
+            if seen:  # one statement (one sqlite3_step) for every keypad heard in the batch
+                self.conn.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), j.value), online = 1 "
+                                  "FROM json_each(?) AS j WHERE devices.device_id = j.key",
+                                  (json.dumps({dev: at for dev, (at, _link) in seen.items()}),))
             sends = self._prepare(effects)
             t1 = time.perf_counter()
             self.conn.execute("COMMIT")
