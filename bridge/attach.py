@@ -18,7 +18,7 @@
 import hashlib
 
 from ..protocol import messages as m
-from .cases import _outbox, get
+from .cases import _outbox
 from .store import audit, row
 
 TIME_FLOOR = 1704067200.0  # 2024-01-01 UTC: no pressed_at before this (a keypad's age can't go back further)
@@ -62,25 +62,6 @@ INSERT_EVENT = """INSERT INTO events (device_id, seq, boot, kind, stars, token, 
     digest, via, received_at, pressed_at, case_id, disposition) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
 
 
-_COLS = INSERT_EVENT.count("?")
-_CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement: a handful of distinct statements for the statement cache
-
-
-def insert_events(conn, rows):
-    """INSERT rows (INSERT_EVENT's values) with multi-row statements. Python's sqlite3 releases
-    the GIL around every sqlite3_step, and executemany() steps once per row: under load each
-    release hands the GIL to the transport's thread and back (a context switch per row). A
-    statement of 64 rows is one step."""
-    i, n = 0, len(rows)
-    for size in _CHUNKS:
-        if n - i < size:
-            continue
-        sql = INSERT_EVENT + ",(%s)" % ",".join("?" * _COLS) * (size - 1)
-        while n - i >= size:
-            conn.execute(sql, [v for r in rows[i:i + size] for v in r])
-            i += size
-
-
 def known_digests(conn, keys):
     """{(device_id, seq): digest} of the events among `keys` already stored: one query per batch."""
     out = {}
@@ -94,12 +75,11 @@ def known_digests(conn, keys):
     return out
 
 
-def apply(conn, msg, raw, via, received_at, rules, now, known=None, deferred=None):
+def apply(conn, msg, raw, via, received_at, rules, now, known=None):
     """Store a journaled event. Returns (outcome, effects); outcome is
     'stored', 'duplicate' or 'replay' (the caller rejects a replay, stores nothing).
-    Batch mode: `known` is known_digests() of the batch (kept up to date here) and
-    `deferred` a list collecting UNSOLICITED rows (nothing refers to them) for one
-    insert_events() before COMMIT."""
+    `known`: known_digests() of the writer's batch, kept up to date here (bridge/batch.py,
+    which takes the plain cases itself and calls this for the rest)."""
     dig = digest(msg, raw)
     key = (msg.device_id, msg.seq)
     if known is None:
@@ -113,16 +93,6 @@ def apply(conn, msg, raw, via, received_at, rules, now, known=None, deferred=Non
     if clamped:
         audit(conn, now, msg.device_id, "event.time-clamped", "seq %d" % msg.seq,
               "received_at %.3f age_ms %d gave a time before the floor" % (received_at, msg.age_ms))
-    if msg.type == m.UNSOLICITED:  # most of the traffic: its row directly (same values as the generic row below)
-        r = (msg.device_id, msg.seq, msg.boot, "unsolicited", msg.stars, None, None, None, msg.age_ms, None, None,
-             dig, via, received_at, at, None, "unsolicited")
-        if deferred is not None:
-            deferred.append(r)
-        else:
-            conn.execute(INSERT_EVENT, r)
-        if known is not None:
-            known[key] = dig
-        return "stored", []
     effects = []
     if msg.type == m.RATING:
         case_id, disp, effects = _rating(conn, msg, at, rules, now)
@@ -133,10 +103,7 @@ def apply(conn, msg, raw, via, received_at, rules, now, known=None, deferred=Non
     row = (msg.device_id, msg.seq, msg.boot, m.SCHEMA[msg.type][0], getattr(msg, "stars", None), getattr(msg, "token", None),
            getattr(msg, "ref_seq", None), ",".join(str(c) for c in getattr(msg, "codes", ())) or None,
            msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None), dig, via, received_at, at, case_id, disp)
-    if deferred is not None and msg.type == m.UNSOLICITED:
-        deferred.append(row)
-    else:
-        conn.execute(INSERT_EVENT, row)
+    conn.execute(INSERT_EVENT, row)
     if known is not None:
         known[key] = dig
     return "stored", effects
@@ -167,7 +134,7 @@ def _rating(conn, msg, at, rules, now):
         due = max(now, at + rules.reason_deadline_s() + SLACK_S + rules.settle_s)
         _outbox(conn, "rating", c, 1, "rating:%s:1" % c["project_no"], now, due)
         _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
-        return cid, "counted", [("rated", get(conn, c["project_no"]))] + _cancel_reprompt(conn, msg)
+        return cid, "counted", [("rated", rated_case(cid, c["project_no"], c["window_id"], msg.stars))] + _cancel_reprompt(conn, msg)
     if not within_grace:
         return cid, "audit", []
     cur = conn.execute("SELECT nth FROM events WHERE device_id = ? AND seq = ?", (r["device_id"], r["seq"])).fetchone()
@@ -178,7 +145,15 @@ def _rating(conn, msg, at, rules, now):
                  "WHERE case_id = ? AND assess_number = 1", (msg.stars, msg.seq, at, now, cid))
     audit(conn, now, msg.device_id, "rating.replaced", c["project_no"], "%d -> %d stars within grace" % (r["stars"], msg.stars))
     _adopt_reasons(conn, msg.device_id, msg.seq, cid, now, msg.stars)
-    return cid, "counted", ([("rated", get(conn, c["project_no"]))] if msg.stars != r["stars"] else [])
+    return cid, "counted", ([("rated", rated_case(cid, c["project_no"], c["window_id"], msg.stars, replaced=True))]
+                            if msg.stars != r["stars"] else [])
+
+
+def rated_case(case_id, project_no, window_id, stars, replaced=False):
+    """What the 'rated' hooks get (hub.on_rated after COMMIT, hub.on_rated_tx inside the transaction): the
+    case and its counted stars now; replaced: an earlier counted press of the prompt was replaced (a mis-press)."""
+    return {"case_id": case_id, "project_no": project_no, "window_id": window_id, "state": "rated", "stars": stars,
+            "replaced": replaced}
 
 
 def _cancel_reprompt(conn, msg):

@@ -9,7 +9,6 @@
 # recovery logged once. Jobs (case operations, commands) run between batches,
 # each in its own transaction, with their result or error handed back.
 import concurrent.futures
-import json
 import logging
 import queue
 import sqlite3
@@ -18,11 +17,15 @@ import time
 
 from ..protocol import messages as m
 from . import attach, cases
+from .batch import Batch, insert_many
 from .store import audit, is_transient
 
 log = logging.getLogger("pingjia.bridge.hub")
 
 RETRY_MIN_S, RETRY_MAX_S = 0.05, 2.0
+CACHE_KB = 16000  # SQLite page cache of the writer's connection (the default is 2 MB)
+AUTOCHECKPOINT_PAGES = 10000  # ~40 MB of WAL before a COMMIT checkpoints by itself (default 1,000)
+WAL_KEEP_BYTES = 64 * 1024 * 1024  # a WAL file that grew beyond this is truncated when it restarts
 _STOP = ("stop",)
 
 
@@ -36,7 +39,7 @@ class Writer:
         self._beat = time.monotonic()
         self._pending = []  # items of a batch whose commit failed
         self._failing = None  # the error message while commits fail
-        self._known, self._deferred = {}, None  # per batch: stored digests, UNSOLICITED rows for attach.insert_events
+        self._batch = None  # bridge/batch.py: the open batch's lookups and deferred rows
         self._reject_log = {}  # (device, reason) -> [last logged at, suppressed since]
         self._stopped = threading.Event()
         self.counters = {"stored": 0, "duplicates": 0, "replays": 0, "acks": 0, "batches": 0,
@@ -45,6 +48,11 @@ class Writer:
 
     def start(self):
         self.conn = self.hub.store.connect()
+        # the hall's hot pages (recent cases, index leaves of every keypad) stay in the writer's cache
+        self.conn.execute("PRAGMA cache_size = -%d" % CACHE_KB)
+        # checkpoints are the Checkpointer thread's job (store.py); this only catches it falling behind
+        self.conn.execute("PRAGMA wal_autocheckpoint = %d" % AUTOCHECKPOINT_PAGES)
+        self.conn.execute("PRAGMA journal_size_limit = %d" % WAL_KEEP_BYTES)
         self._out = queue.Queue()  # committed batches: (acks, commands, hooks) for the acker thread
         self._acker = threading.Thread(target=self._ack_loop, name="hub-acker", daemon=True)
         self._acker.start()
@@ -149,6 +157,8 @@ class Writer:
                 self.conn.execute("BEGIN IMMEDIATE")
             try:
                 result, effects = fn(self.conn, now)
+                if transaction:
+                    self._in_tx_hooks(effects)
                 sends = self._prepare(effects)
                 if transaction:
                     self.conn.execute("COMMIT")
@@ -179,6 +189,29 @@ class Writer:
                 out.append((dev, mtype, r[0] if r else 0, fields, r[1] if r else None))
         return out
 
+    def _in_tx_hooks(self, effects):
+        """hub.on_rated_tx: callables(conn, case, now) run inside the transaction that counted or replaced
+        a rating, after its rows are written (a 差评's follow-up commits with it). One that fails is
+        rolled back to its savepoint and logged; the rating still commits."""
+        hooks = self.hub.on_rated_tx
+        if not hooks:
+            return
+        now = self.hub.clock()
+        for eff in effects:
+            if eff[0] != "rated":
+                continue
+            for fn in hooks:
+                self.conn.execute("SAVEPOINT hook")
+                try:
+                    fn(self.conn, eff[1], now)
+                    self.conn.execute("RELEASE hook")
+                except Exception as e:
+                    if is_transient(e):
+                        raise
+                    self.conn.execute("ROLLBACK TO hook")
+                    self.conn.execute("RELEASE hook")
+                    log.exception("rated hook failed in the transaction case=%s", eff[1].get("project_no"))
+
     def _effects(self, sends, effects):
         ok = True
         for dev, mtype, seq, fields, transport in sends:
@@ -197,9 +230,7 @@ class Writer:
         t0 = time.perf_counter()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self._known = attach.known_digests(self.conn, {(it[1].device_id, it[1].seq) for it in batch
-                                                           if it[0] == "msg" and it[1].type in m.JOURNALED})
-            self._deferred = None if isolate else []
+            self._batch = Batch(self.conn, self.hub.rules, [it[1] for it in batch if it[0] == "msg" and it[1].type in m.JOURNALED])
             for item in batch:
                 if not isolate:
                     try:
@@ -213,6 +244,7 @@ class Writer:
                 self.conn.execute("SAVEPOINT item")
                 try:
                     self._apply(item, acks, effects, seen)
+                    self._batch.flush()  # the item's rows inside its savepoint
                     self.conn.execute("RELEASE item")
                 except Exception as e:
                     if is_transient(e):
@@ -220,12 +252,12 @@ class Writer:
                     self.conn.execute("ROLLBACK TO item")
                     self.conn.execute("RELEASE item")
                     log.error("message not stored (bug?) item=%s error=%r", item[0], e)
-            if self._deferred:
-                attach.insert_events(self.conn, self._deferred)
+            self._batch.flush()
+            self._in_tx_hooks(effects)
             if seen:  # one statement (one sqlite3_step) for every keypad heard in the batch
-                self.conn.execute("UPDATE devices SET last_seen = max(coalesce(last_seen, 0), j.value), online = 1 "
-                                  "FROM json_each(?) AS j WHERE devices.device_id = j.key",
-                                  (json.dumps({dev: at for dev, (at, _link) in seen.items()}),))
+                insert_many(self.conn, "WITH v(d, at) AS (VALUES ", 2, [(dev, at) for dev, (at, _link) in seen.items()],
+                            ") UPDATE devices SET last_seen = max(coalesce(last_seen, 0), v.at), online = 1 "
+                            "FROM v WHERE devices.device_id = v.d")
             sends = self._prepare(effects)
             t1 = time.perf_counter()
             self.conn.execute("COMMIT")
@@ -281,14 +313,16 @@ class Writer:
         if kind == "msg":
             _, msg, raw, link, at = item
             seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
+            if msg.type not in (m.RATING, m.UNSOLICITED):
+                self._batch.settle()  # HELLO, STATUS, REASON read or change what the batch looked up
             held = self.hub.take_unprompted(msg.device_id)
             if held:  # cases finished while the bridge had no link to this keypad: prompt it now that it spoke
+                self._batch.settle()
                 for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
                     if c["token"] in held:
                         effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))
             if msg.type in m.JOURNALED:
-                outcome, eff = attach.apply(self.conn, msg, raw, getattr(link, "name", "?"), at, self.hub.rules, self.hub.clock(),
-                                            self._known, self._deferred)
+                outcome, eff = self._batch.apply(msg, raw, getattr(link, "name", "?"), at, self.hub.clock())
                 if outcome == "replay":
                     self.counters["replays"] += 1
                     self._reject(msg.device_id, "replay", "seq %d seen with other content" % msg.seq, link, at)

@@ -126,16 +126,16 @@ def test_fast_ack_matches_protocol_encoder():
 
 @pytest.mark.expect_warnings
 def test_bad_item_left_out_rest_of_batch_committed(hub, link, kp, store, caplog, monkeypatch):
-    from pingjia.bridge import attach
+    from pingjia.bridge.batch import Batch
 
-    real = attach.apply
+    real = Batch.apply
 
-    def flaky(conn, msg, *a):
+    def flaky(self, msg, *a):  # a bug met while storing one event of the batch
         if msg.seq == 3:
             raise ValueError("boom")
-        return real(conn, msg, *a)
+        return real(self, msg, *a)
 
-    monkeypatch.setattr(attach, "apply", flaky)
+    monkeypatch.setattr(Batch, "apply", flaky)
     for _ in range(5):
         hub.submit(kp.unsolicited(2), link)
     _drain(hub)
@@ -220,3 +220,41 @@ def test_root_cli_leaves_side_files_to_the_database_owner(tmp_path):
     for side in ("-wal", "-shm"):
         assert os.stat(str(path) + side).st_uid == 12345
     conn.close()
+
+
+def test_checkpointer_copies_the_wal_into_the_database_file(store, clock, link, tmp_path):
+    """The writer's COMMITs leave checkpoints to the hub's checkpoint thread: the events end up in the
+    database file itself (a copy of it without its -wal holds them) though the writer never crossed
+    its own automatic-checkpoint limit."""
+    import shutil
+    import sqlite3
+    import time
+
+    from pingjia.bridge.hub import Hub
+
+    from .conftest import add_keypad
+
+    hub = Hub(store, hall="test", clock=clock, checkpoint_s=0.05).start(timer=False)
+    try:
+        kp = add_keypad(store, "KP-0009", "W02")
+        hub.reload_keys()
+        for _ in range(300):
+            hub.submit(kp.unsolicited(4), link)
+        _drain(hub)
+
+        def in_file():
+            copy = tmp_path / "copy.db"
+            shutil.copyfile(store.path, copy)  # the main file only: no -wal, no -shm
+            conn = sqlite3.connect(str(copy))
+            try:
+                return conn.execute("SELECT count(*) FROM events WHERE device_id = 'KP-0009'").fetchone()[0]
+            finally:
+                conn.close()
+
+        end = time.monotonic() + 10
+        while in_file() < 300 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert in_file() == 300
+        assert hub._checkpointer.checkpoints > 0
+    finally:
+        hub.stop()
