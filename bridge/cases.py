@@ -4,7 +4,7 @@
 # or a CLI/test connection through `store.transaction`). They take `now` and
 # return (result, effects); effects are done by the caller after COMMIT:
 #   ("command", device_id, msg_type, fields)   sign and send to the keypad
-#   ("rated", case_dict)                        hub.on_rated hooks
+#   ("rated", attach.rated_case(...))           hub.on_rated_tx hooks (before COMMIT), hub.on_rated
 #   ("unrated", case_dict)                      hub.on_unrated hooks (SMS invitation)
 # Outbox idempotency keys: "rating:<project_no>:<assess_number>" and
 # "unrated:<project_no>" (a case's number is unique in the hall and stable

@@ -255,18 +255,18 @@ def show(conn, ref, now=None):
     return out
 
 
-def wire(hub, store, cfg=None, clock=time.time):
-    """Register on hub.on_rated: open/withdraw the case's follow-up after each commit."""
-    def on_rated(case):
-        conn = store.connect() if hasattr(store, "connect") else store
-        try:
-            res = sync_case(conn, case["case_id"], clock(), cfg)
-            if res:
-                log.info("followup %s case=%s project_no=%s", res, case["case_id"], case.get("project_no"))
-        finally:
-            if conn is not store:
-                conn.close()
-    hub.on_rated.append(on_rated)
+def wire(hub, cfg=None):
+    """Register on hub.on_rated_tx: open (or withdraw) the case's follow-up in the same transaction
+    that counted (or replaced) its rating, so a 差评 never commits without its follow-up."""
+    bad_max = dict(DEFAULTS, **(cfg or {}))["bad_max_stars"]
+
+    def on_rated(conn, case, now):
+        if case.get("stars", 0) > bad_max and not case.get("replaced"):
+            return  # a case's first rating, and a good one: no follow-up to open or withdraw
+        res = sync_case(conn, case["case_id"], now, cfg)
+        if res:
+            log.info("followup %s case=%s project_no=%s", res, case["case_id"], case.get("project_no"))
+    hub.on_rated_tx.append(on_rated)
     return on_rated
 
 

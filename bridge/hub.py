@@ -18,6 +18,7 @@ from ..protocol.auth import Signer
 from ..protocol.errors import ProtocolError
 from . import cases, devices
 from .fastdecode import decode_event as _fast_decode
+from .store import Checkpointer
 from .writer import Writer
 
 log = logging.getLogger("pingjia.bridge.hub")
@@ -54,12 +55,14 @@ def _ack(head, boot, cmd_seq, seqs, signer):
 
 class Hub:
     def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=500,
-                 reject_log_interval_s=300.0, max_queue=100000, device_log_days=90):
+                 reject_log_interval_s=300.0, max_queue=100000, device_log_days=90, checkpoint_s=1.0):
         self.store = store
         self.rules = rules or cases.Rules()
         self.hall = hall
         self.clock = clock
-        self.on_rated = []  # callables(case_dict): after the commit that counted or replaced a rating
+        # 'rated' hooks get attach.rated_case(): case_id, project_no, window_id, stars, replaced
+        self.on_rated = []  # callables(case): after the commit that counted or replaced a rating
+        self.on_rated_tx = []  # callables(conn, case, now): inside that transaction, before its COMMIT
         self.on_unrated = []  # callables(case_dict): after a case was committed as unrated (SMS invitation)
         self.max_queue = max_queue
         self.device_log_days = device_log_days
@@ -78,6 +81,8 @@ class Hub:
         self._overload_logged = 0.0
         self._stop_timer = threading.Event()
         self._timer = None
+        self.checkpoint_s = checkpoint_s
+        self._checkpointer = None
         self.writer = Writer(self, batch_max=batch_max, reject_log_interval_s=reject_log_interval_s)
         self.counters = {"received": 0, "rejected": 0, "overload": 0, "stopping": 0}
 
@@ -85,6 +90,7 @@ class Hub:
     def start(self, timer=True):
         self.reload_keys()
         self.writer.start()
+        self._checkpointer = Checkpointer(self.store, self.checkpoint_s).start()
         if timer:
             self._timer = threading.Thread(target=self._tick_loop, name="hub-timer", daemon=True)
             self._timer.start()
@@ -100,7 +106,10 @@ class Hub:
         self._stop_timer.set()
         if self._timer:
             self._timer.join(timeout=2)
-        return self.writer.stop(timeout)
+        flushed = self.writer.stop(timeout)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        return flushed
 
     def healthy(self, max_age_s=10.0):
         """For the systemd watchdog: the writer thread is alive and looping."""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +121,54 @@ class Store:
 
     def exists(self):
         return os.path.exists(self.path)
+
+
+class Checkpointer:
+    """Copies committed WAL frames back into the database file from its own thread and connection
+    (PRAGMA wal_checkpoint(PASSIVE) every `interval_s`), so the hub writer's COMMITs don't have to.
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses its limit: under load that
+    COMMIT, and every ACK waiting for it, would also copy megabytes and fsync the file. PASSIVE never
+    waits for readers or the writer; the writer keeps a higher automatic limit as a backstop in case
+    this thread falls behind (bridge/writer.py). Once all frames are copied, the writer's next
+    transaction starts the WAL from its beginning again, so the file stays bounded."""
+
+    def __init__(self, store, interval_s=1.0):
+        self.store = store
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = None
+        self._failing = None
+        self.checkpoints = 0
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="hub-checkpoint", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=5.0):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self):
+        conn = None
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    if conn is None:
+                        conn = self.store.connect()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+                    if self._failing is not None:
+                        log.info("checkpoint recovered after_error=%r", self._failing)
+                        self._failing = None
+                except sqlite3.Error as e:  # a full disk, say: the writer reports it too; retried next interval
+                    if self._failing is None:
+                        log.error("checkpoint failed, retrying every %ss error=%r", self.interval_s, str(e))
+                    self._failing = str(e)
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def _statements(sql):

@@ -7,7 +7,8 @@
 
 Starts (each in its own thread, each with its own SQLite connection):
   - the outbox Sender when [upstream] has an endpoint (woken by hub.on_rated / on_unrated)
-  - 差评 follow-ups: hub.on_rated -> followup.sync_case (+ a catch-up sweep every minute)
+  - 差评 follow-ups: hub.on_rated_tx -> followup.sync_case in the rating's own transaction
+    (+ a catch-up sweep every minute for ratings stored before this)
   - unrated-case events: hub.on_unrated -> unrated.enqueue -> Notifier (MQTT + webhook)
 `cfg` is the bridge Config (bridge/config.py) or a dict {"hall", "upstream"}.
 """
@@ -34,7 +35,7 @@ class Workers:
 
     def start(self):
         if self.hub is not None:
-            followup.wire(self.hub, self.store, self.up.get("followup"), clock=self.clock)
+            followup.wire(self.hub, self.up.get("followup"))
             unrated.wire(self.hub, self.store, self.notifier, self.hall, self.up.get("unrated"), clock=self.clock)
             if self.sender is not None:
                 self.hub.on_rated.append(self.sender.wake)

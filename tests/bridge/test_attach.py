@@ -78,7 +78,7 @@ def test_mispress_within_grace_replaces(hub, link, kp, clock, store):
     got = hub.get_case("BJ001")
     assert got["rating"]["stars"] == 4 and got["rating"]["seq"] == 2
     assert [(p["seq"], p["disposition"]) for p in got["presses"]] == [(1, "replaced"), (2, "counted")]
-    assert [r["rating"]["stars"] for r in rated] == [1, 4]  # on_rated fires again for the correction
+    assert [(r["stars"], r["replaced"]) for r in rated] == [(1, False), (4, True)]  # on_rated fires again for the correction
     assert len(q(store, "SELECT * FROM outbox")) == 1
 
 
