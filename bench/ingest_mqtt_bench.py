@@ -641,13 +641,15 @@ def setup(workdir, n, cases_per_keypad=0):
         if cases_per_keypad:
             now = time.time()
             for d in keys:
-                w = "W-" + d
-                conn.execute("INSERT INTO windows (window_id, name, created_at) VALUES (?,?,?)", (w, w, now))
-                conn.executemany(
-                    "INSERT INTO cases (project_no, window_id, task_code, task_name, state, token, device_id, opened_at, "
-                    "finished_at, prompt_until) VALUES (?,?,'T1','bench matter','prompted',?,?,?,?,?)",
-                    [("P-%s-%d" % (d, s), w, case_token(d, s), d, now - 60, now, now + 86400)
-                     for s in range(1, cases_per_keypad + 1)])
+                conn.execute("INSERT INTO windows (window_id, name, created_at) VALUES (?,?,?)", ("W-" + d, d, now))
+            # in a hall the case system numbers cases in time order and every window finishes its cases
+            # one after another, so the cases rated at any moment are the recent ones of every window:
+            # round s holds every keypad's s-th case, case ids and numbers ascending
+            conn.executemany(
+                "INSERT INTO cases (project_no, window_id, task_code, task_name, state, token, device_id, opened_at, "
+                "finished_at, prompt_until) VALUES (?,?,'T1','bench matter','prompted',?,?,?,?,?)",
+                [("330100-%09d" % (s * len(keys) + i), "W-" + d, case_token(d, s), d, now - 60, now, now + 86400)
+                 for s in range(1, cases_per_keypad + 1) for i, d in enumerate(keys)])
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -760,11 +762,11 @@ def throughput(a):
 
 def replay(a):
     with tempfile.TemporaryDirectory(prefix="pj-replay-") as wd:
-        broker, db, keys, signers = setup(wd, a.keypads)
+        nev = a.events or 200
+        broker, db, keys, signers = setup(wd, a.keypads, cases_per_keypad=nev if a.kind == "rating" else 0)
         broker.start()
         devs = sorted(keys)
         user, pw = broker.bridge_credentials()
-        nev = a.events or 200
         try:
             # the bridge has been running (its session exists on the broker), then it goes down
             BridgeProc(db, broker.port, user, pw, ack_qos=a.ack_qos).stop()
@@ -792,7 +794,7 @@ def replay(a):
                 th[0].start()
 
             res = run_fleet(broker.host, broker.port, devs, keys, 16, nev, 0, 0, a.procs, stop_after_window=False,
-                            rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto)
+                            rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto, kind=a.kind)
             state["done"] = True
             th[0].join()
             br = state["br"]
@@ -805,6 +807,9 @@ def replay(a):
             print("          all ACKed %.1f s after the bridge process started (%.1f s after it was ready): %.0f events/s" % (
                 t, res["t_end"] - br.t_ready, expected / t if t > 0 else 0))
             print("          store check: %d rows, %d lost, %d duplicated; unACKed at end %d" % (total, lost, extra, res["inflight"]))
+            if a.kind == "rating":
+                nr, multi, uncounted = check_ratings(db)
+                print("          ratings: %d counted (one per case), %d cases rated twice, %d rating events not counted" % (nr, multi, uncounted))
             h = final.get("hub", {})
             print("          hub: stored %d, duplicates %d (retransmissions ACKed again), batches %d, max batch %d; bridge RSS %.1f MB (peak %.1f MB)" % (
                 h.get("stored", 0), h.get("duplicates", 0), h.get("batches", 0), h.get("max_batch", 0), rss.get("VmRSS", 0), rss.get("VmHWM", 0)))
@@ -823,7 +828,7 @@ def main():
     ap.add_argument("--max-rate", type=float, default=30000, help="throughput: events/s the pre-encoded supply must cover")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--kind", choices=["unsolicited", "rating"], default="unsolicited",
-                    help="throughput: what each event is: an unprompted press (stored for audit) or the rating of "
+                    help="what each event is: an unprompted press (stored for audit) or the rating of "
                          "its own prompted case (the whole attach path)")
     ap.add_argument("--procs", type=int, default=2, help="load processes")
     ap.add_argument("--outage", type=float, default=5.0, help="replay: seconds the bridge stays down")
@@ -846,7 +851,7 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return bridge_main(a)
     print("cpus: %d (os.cpu_count), python %s; events: %s" % (os.cpu_count(), sys.version.split()[0],
-                                                          a.kind if a.mode == "throughput" else "unsolicited"))
+                                                          a.kind))
     if a.mode == "throughput":
         throughput(a)
     else:
