@@ -134,25 +134,47 @@ def sync_case(conn, case_id, now, cfg=None):
     """Bring one case's follow-up in line with its first rating: open one for a
     差评; withdraw an untouched one when the 差评 was replaced within the grace
     (mis-press). Returns 'opened', 'withdrawn' or None. Idempotent."""
+    return sync_cases(conn, [case_id], now, cfg).get(case_id)
+
+
+def sync_cases(conn, case_ids, now, cfg=None):
+    """sync_case for many cases in a few statements (the hub's writer calls it once per batch).
+    Returns {case_id: 'opened' | 'withdrawn' | None}."""
+    from .batch import insert_many
+
     c = dict(DEFAULTS, **(cfg or {}))
+    ids = sorted(set(case_ids))
+    out = dict.fromkeys(ids)
+    if not ids:
+        return out
     with _tx(conn):
-        r = _row(conn, "SELECT stars, reasons, pressed_at FROM ratings WHERE case_id = ? AND assess_number = 1", (case_id,))
-        f = _row(conn, "SELECT state FROM followups WHERE case_id = ?", (case_id,))
-        if r is not None and r["stars"] <= c["bad_max_stars"] and f is None:
-            deadline = Calendar.from_cfg(c).deadline(r["pressed_at"], c["deadline_working_days"])
-            conn.execute("INSERT INTO followups (case_id, state, opened_at, deadline) VALUES (?,?,?,?)",
-                         (case_id, STATES[0], now, deadline))
-            conn.execute("INSERT INTO followup_steps (case_id, state, at, who, note) VALUES (?,?,?,?,?)",
-                         (case_id, STATES[0], now, "bridge", "%d★ 差评%s" % (r["stars"], ", 原因 " + r["reasons"] if r["reasons"] else "")))
-            return "opened"
-        if f is not None and (r is None or r["stars"] > c["bad_max_stars"]) and f["state"] == STATES[0]:
-            steps = conn.execute("SELECT COUNT(*) FROM followup_steps WHERE case_id = ?", (case_id,)).fetchone()[0]
-            if steps <= 1:
-                conn.execute("DELETE FROM followup_steps WHERE case_id = ?", (case_id,))
-                conn.execute("DELETE FROM followups WHERE case_id = ?", (case_id,))
-                _audit(conn, now, "bridge", "followup.withdrawn", str(case_id), "差评 replaced within the grace by %s★" % (r and r["stars"]))
-                return "withdrawn"
-    return None
+        ratings, states = {}, {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for cid, stars, reasons, pressed_at in conn.execute(
+                    "SELECT case_id, stars, reasons, pressed_at FROM ratings WHERE assess_number = 1 AND case_id IN (%s)" % marks, part):
+                ratings[cid] = (stars, reasons, pressed_at)
+            states.update(conn.execute("SELECT case_id, state FROM followups WHERE case_id IN (%s)" % marks, part).fetchall())
+        cal, opened, steps = None, [], []
+        for cid in ids:
+            r, f = ratings.get(cid), states.get(cid)
+            if r is not None and r[0] <= c["bad_max_stars"] and f is None:
+                cal = cal or Calendar.from_cfg(c)
+                opened.append((cid, STATES[0], now, cal.deadline(r[2], c["deadline_working_days"])))
+                steps.append((cid, STATES[0], now, "bridge", "%d★ 差评%s" % (r[0], ", 原因 " + r[1] if r[1] else "")))
+                out[cid] = "opened"
+            elif f is not None and (r is None or r[0] > c["bad_max_stars"]) and f == STATES[0]:
+                n = conn.execute("SELECT COUNT(*) FROM followup_steps WHERE case_id = ?", (cid,)).fetchone()[0]
+                if n <= 1:
+                    conn.execute("DELETE FROM followup_steps WHERE case_id = ?", (cid,))
+                    conn.execute("DELETE FROM followups WHERE case_id = ?", (cid,))
+                    _audit(conn, now, "bridge", "followup.withdrawn", str(cid), "差评 replaced within the grace by %s★" % (r and r[0]))
+                    out[cid] = "withdrawn"
+        if opened:
+            insert_many(conn, "INSERT INTO followups (case_id, state, opened_at, deadline) VALUES ", 4, opened)
+            insert_many(conn, "INSERT INTO followup_steps (case_id, state, at, who, note) VALUES ", 5, steps)
+    return out
 
 
 def sync_missing(conn, now, cfg=None):
@@ -256,16 +278,16 @@ def show(conn, ref, now=None):
 
 
 def wire(hub, cfg=None):
-    """Register on hub.on_rated_tx: open (or withdraw) the case's follow-up in the same transaction
-    that counted (or replaced) its rating, so a 差评 never commits without its follow-up."""
+    """Register on hub.on_rated_tx: open (or withdraw) follow-ups in the same transaction that
+    counted (or replaced) the ratings, so a 差评 never commits without its follow-up."""
     bad_max = dict(DEFAULTS, **(cfg or {}))["bad_max_stars"]
 
-    def on_rated(conn, case, now):
-        if case.get("stars", 0) > bad_max and not case.get("replaced"):
-            return  # a case's first rating, and a good one: no follow-up to open or withdraw
-        res = sync_case(conn, case["case_id"], now, cfg)
-        if res:
-            log.info("followup %s case=%s project_no=%s", res, case["case_id"], case.get("project_no"))
+    def on_rated(conn, cases, now):
+        # a case's first rating, and a good one, has no follow-up to open or withdraw
+        ids = [c["case_id"] for c in cases if c.get("stars", 0) <= bad_max or c.get("replaced")]
+        done = [r for r in sync_cases(conn, ids, now, cfg).values() if r]
+        if done:
+            log.info("followups opened=%d withdrawn=%d", done.count("opened"), done.count("withdrawn"))
     hub.on_rated_tx.append(on_rated)
     return on_rated
 

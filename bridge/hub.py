@@ -62,7 +62,7 @@ class Hub:
         self.clock = clock
         # 'rated' hooks get attach.rated_case(): case_id, project_no, window_id, stars, replaced
         self.on_rated = []  # callables(case): after the commit that counted or replaced a rating
-        self.on_rated_tx = []  # callables(conn, case, now): inside that transaction, before its COMMIT
+        self.on_rated_tx = []  # callables(conn, cases, now): inside that transaction, before its COMMIT
         self.on_unrated = []  # callables(case_dict): after a case was committed as unrated (SMS invitation)
         self.max_queue = max_queue
         self.device_log_days = device_log_days

@@ -190,27 +190,26 @@ class Writer:
         return out
 
     def _in_tx_hooks(self, effects):
-        """hub.on_rated_tx: callables(conn, case, now) run inside the transaction that counted or replaced
-        a rating, after its rows are written (a 差评's follow-up commits with it). One that fails is
-        rolled back to its savepoint and logged; the rating still commits."""
+        """hub.on_rated_tx: callables(conn, cases, now) run inside the transaction that counted or
+        replaced the ratings of `cases`, after their rows are written (a 差评's follow-up commits
+        with it); one call per transaction. One that fails is rolled back to its savepoint and
+        logged; the ratings still commit."""
         hooks = self.hub.on_rated_tx
-        if not hooks:
+        rated = [eff[1] for eff in effects if eff[0] == "rated"] if hooks else None
+        if not rated:
             return
         now = self.hub.clock()
-        for eff in effects:
-            if eff[0] != "rated":
-                continue
-            for fn in hooks:
-                self.conn.execute("SAVEPOINT hook")
-                try:
-                    fn(self.conn, eff[1], now)
-                    self.conn.execute("RELEASE hook")
-                except Exception as e:
-                    if is_transient(e):
-                        raise
-                    self.conn.execute("ROLLBACK TO hook")
-                    self.conn.execute("RELEASE hook")
-                    log.exception("rated hook failed in the transaction case=%s", eff[1].get("project_no"))
+        for fn in hooks:
+            self.conn.execute("SAVEPOINT hook")
+            try:
+                fn(self.conn, rated, now)
+                self.conn.execute("RELEASE hook")
+            except Exception as e:
+                if is_transient(e):
+                    raise
+                self.conn.execute("ROLLBACK TO hook")
+                self.conn.execute("RELEASE hook")
+                log.exception("rated hook failed in the transaction cases=%d", len(rated))
 
     def _effects(self, sends, effects):
         ok = True

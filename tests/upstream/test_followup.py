@@ -126,14 +126,14 @@ def test_misspress_replaced_within_grace_withdraws_untouched_followup(db):
 
 
 def test_hub_hook_opens_followup(db):
-    class HubHooks:  # the hub's hook contract: callables(conn, case, now) run inside the rating's transaction
+    class HubHooks:  # the hub's hook contract: callables(conn, cases, now) run inside the ratings' transaction
         on_rated_tx = []
     hub = HubHooks()
     fn = followup.wire(hub, {"deadline_working_days": 15})
     assert hub.on_rated_tx == [fn]
     good = add_case(db, "GOOD", "W01", finished_at=T0, stars=5)
-    fn(db, {"case_id": good, "project_no": "GOOD", "stars": 5, "replaced": False}, T0 + 6)
     cid = add_case(db, "HOOK", "W01", finished_at=T0, stars=2)
-    fn(db, {"case_id": cid, "project_no": "HOOK", "stars": 2, "replaced": False}, T0 + 6)
+    fn(db, [{"case_id": good, "project_no": "GOOD", "stars": 5, "replaced": False},
+            {"case_id": cid, "project_no": "HOOK", "stars": 2, "replaced": False}], T0 + 6)
     (f,) = followup.listing(db, T0)
     assert f["project_no"] == "HOOK" and f["deadline"] == followup.Calendar().deadline(T0 + 5, 15)
