@@ -72,6 +72,7 @@ class Calendar:
         self.holidays = {_dt.date.fromisoformat(str(d)) for d in holidays}
         self.workdays = {_dt.date.fromisoformat(str(d)) for d in workdays}
         self.tz = ZoneInfo(timezone)
+        self._memo = {}  # (15-minute slot of opened_at, working_days) -> deadline
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -86,7 +87,18 @@ class Calendar:
         return d.weekday() < 5
 
     def deadline(self, opened_at, working_days):
-        """UNIX time of the end of the N-th working day after opened_at's local day."""
+        """UNIX time of the end of the N-th working day after opened_at's local day. Remembered per
+        15 minutes of opened_at (every zone's UTC offset is a multiple of 15 minutes, so a local day
+        starts on such a boundary): a burst of 差评 computes it once."""
+        key = (int(opened_at // 900), working_days)
+        got = self._memo.get(key)
+        if got is None:
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            got = self._memo[key] = self._deadline(opened_at, working_days)
+        return got
+
+    def _deadline(self, opened_at, working_days):
         d = _dt.datetime.fromtimestamp(opened_at, self.tz).date()
         n = 0
         while n < working_days:
@@ -137,6 +149,20 @@ def sync_case(conn, case_id, now, cfg=None):
     return sync_cases(conn, [case_id], now, cfg).get(case_id)
 
 
+_calendars = {}
+
+
+def _calendar(c):
+    """The Calendar of a follow-up config, built once per config (its deadline memo lives on)."""
+    key = (tuple(map(str, c["holidays"])), tuple(map(str, c["workdays"])), c["timezone"])
+    cal = _calendars.get(key)
+    if cal is None:
+        if len(_calendars) > 64:
+            _calendars.clear()
+        cal = _calendars[key] = Calendar(c["holidays"], c["workdays"], c["timezone"])
+    return cal
+
+
 def sync_cases(conn, case_ids, now, cfg=None):
     """sync_case for many cases in a few statements (the hub's writer calls it once per batch).
     Returns {case_id: 'opened' | 'withdrawn' | None}."""
@@ -156,11 +182,10 @@ def sync_cases(conn, case_ids, now, cfg=None):
                     "SELECT case_id, stars, reasons, pressed_at FROM ratings WHERE assess_number = 1 AND case_id IN (%s)" % marks, part):
                 ratings[cid] = (stars, reasons, pressed_at)
             states.update(conn.execute("SELECT case_id, state FROM followups WHERE case_id IN (%s)" % marks, part).fetchall())
-        cal, opened, steps = None, [], []
+        cal, opened, steps = _calendar(c), [], []
         for cid in ids:
             r, f = ratings.get(cid), states.get(cid)
             if r is not None and r[0] <= c["bad_max_stars"] and f is None:
-                cal = cal or Calendar.from_cfg(c)
                 opened.append((cid, STATES[0], now, cal.deadline(r[2], c["deadline_working_days"])))
                 steps.append((cid, STATES[0], now, "bridge", "%d★ 差评%s" % (r[0], ", 原因 " + r[1] if r[1] else "")))
                 out[cid] = "opened"

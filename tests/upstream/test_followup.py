@@ -137,3 +137,19 @@ def test_hub_hook_opens_followup(db):
             {"case_id": cid, "project_no": "HOOK", "stars": 2, "replaced": False}], T0 + 6)
     (f,) = followup.listing(db, T0)
     assert f["project_no"] == "HOOK" and f["deadline"] == followup.Calendar().deadline(T0 + 5, 15)
+
+
+def test_deadline_memo_matches_the_computation():
+    """Calendar.deadline remembers per 15 minutes of opened_at: same answers as computing each one,
+    across local midnights, in a zone with a 45-minute offset too, and with holidays."""
+    import random
+
+    rnd = random.Random(7)
+    for tz in ("Asia/Shanghai", "Asia/Kathmandu"):
+        cal = followup.Calendar(holidays=["2026-10-01", "2026-10-02"], workdays=["2026-09-27"], timezone=tz)
+        fresh = followup.Calendar(holidays=["2026-10-01", "2026-10-02"], workdays=["2026-09-27"], timezone=tz)
+        start = 1790000000  # 2026-09-21
+        for _ in range(3000):
+            t = start + rnd.randrange(0, 30 * 86400) + rnd.random()
+            for n in (1, 7):
+                assert cal.deadline(t, n) == fresh._deadline(t, n)
