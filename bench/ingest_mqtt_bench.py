@@ -212,7 +212,8 @@ def _fleet(args, devs, keys, q, go):
         pkts = []
         for seq in range(1, nev + 1):
             if args.get("kind") == "rating":
-                msg = messages.Message(messages.RATING, d, 1, seq, stars=1 + seq % 5, age_ms=0, token=case_token(d, seq),
+                msg = messages.Message(messages.RATING, d, 1, seq, stars=rating_stars(d, seq, args["bad_share"]), age_ms=0,
+                                       token=case_token(d, seq),
                                        nth=1, dt_ms=0)
             else:
                 msg = messages.Message(messages.UNSOLICITED, d, 1, seq, stars=1 + seq % 5, age_ms=0)
@@ -398,7 +399,7 @@ def _fleet(args, devs, keys, q, go):
 
 def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, stop_after_window=True, rt_base=1.0,
               rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None, period=None, rto="adaptive",
-              kind="unsolicited"):
+              kind="unsolicited", bad_share=0.05):
     """Drive `devs` from `procs` load processes; returns merged results.
 
     The processes connect every keypad first, then all start together."""
@@ -408,7 +409,7 @@ def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, st
     t_start = ctx.Value("d", 0.0)
     args = dict(host=host, port=port, window=window, events=events, seconds=seconds, warmup=warmup,
                 stop_after_window=stop_after_window, rt_base=rt_base, rt_max=rt_max, drain_s=drain_s,
-                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto, kind=kind)
+                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto, kind=kind, bad_share=bad_share)
     parts = [devs[i::procs] for i in range(procs)]
     ps = [ctx.Process(target=fleet_worker, args=(dict(args, offset=i / float(procs)), part, keys, q, go))
           for i, part in enumerate(parts)]
@@ -613,6 +614,14 @@ class BridgeProc:
 
 
 # --- setup helpers ------------------------------------------------------------------------------
+def rating_stars(dev, seq, bad_share):
+    """Stars of rating `seq` of keypad `dev`: a 差评 (1-2 stars, which opens a follow-up) for a
+    `bad_share` of them, spread evenly over keypads and time; 3-5 stars otherwise."""
+    if (seq * 7919 + sum(dev.encode())) % 1000 < bad_share * 1000:
+        return 1 + seq % 2
+    return 3 + seq % 3
+
+
 def case_token(dev, seq):
     """The token of the prompted case that rating `seq` of keypad `dev` rates (--kind rating)."""
     return "%s-%d" % (dev, seq)
@@ -670,6 +679,16 @@ def check_ratings(db):
     return n, multi, uncounted
 
 
+def count_followups(db):
+    import sqlite3
+
+    conn = sqlite3.connect(str(db))
+    try:
+        return conn.execute("SELECT count(*) FROM followups").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def check_store(db, sent):
     """Against {dev: n} (seqs 1..n ACKed): (rows, lost, duplicated, expected)."""
     import sqlite3
@@ -708,7 +727,8 @@ def throughput(a):
                 echo = ctx.Process(target=echo_responder, args=(broker.host, broker.port, user, pw, ready, stop))
                 echo.start()
                 ready.wait(30)
-                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, kind=a.kind)
+                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, kind=a.kind,
+                                 bad_share=a.bad_share)
                 stop.set()
                 echo.join(10)
                 base_rate = base["window_events"] / a.seconds
@@ -731,7 +751,7 @@ def throughput(a):
             cpu0, sw0 = br.cpu(), br.switches()
             us0 = br.user_sys
             res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile,
-                            kind=a.kind)
+                            kind=a.kind, bad_share=a.bad_share)
             cpu1, sw1 = br.cpu(), br.switches()
             us1 = br.user_sys
             for p in prof:
@@ -748,7 +768,8 @@ def throughput(a):
             print("          store check: %d ACKed events, %d rows, %d lost, %d duplicated (unacked at end: %d)" % (expected, total, lost, extra, res["inflight"]))
             if a.kind == "rating":
                 nr, multi, uncounted = check_ratings(db)
-                print("          ratings: %d counted (one per case), %d cases rated twice, %d rating events not counted" % (nr, multi, uncounted))
+                print("          ratings: %d counted (one per case), %d cases rated twice, %d rating events not counted; "
+                      "差评 share %.2f, follow-ups opened %d" % (nr, multi, uncounted, a.bad_share, count_followups(db)))
             print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core; %.2f context switches per event" % (
                 cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us, (sw1 - sw0) / max(1, res["acked"])))
             print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
@@ -794,7 +815,8 @@ def replay(a):
                 th[0].start()
 
             res = run_fleet(broker.host, broker.port, devs, keys, 16, nev, 0, 0, a.procs, stop_after_window=False,
-                            rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto, kind=a.kind)
+                            rt_base=1.0, rt_max=60.0, max_s=a.outage + a.max_replay_s, on_ready=on_ready, rto=a.rto, kind=a.kind,
+                            bad_share=a.bad_share)
             state["done"] = True
             th[0].join()
             br = state["br"]
@@ -830,6 +852,8 @@ def main():
     ap.add_argument("--kind", choices=["unsolicited", "rating"], default="unsolicited",
                     help="what each event is: an unprompted press (stored for audit) or the rating of "
                          "its own prompted case (the whole attach path)")
+    ap.add_argument("--bad-share", type=float, default=0.05,
+                    help="--kind rating: share of 差评 (1-2 stars; each opens a follow-up in the rating's transaction)")
     ap.add_argument("--procs", type=int, default=2, help="load processes")
     ap.add_argument("--outage", type=float, default=5.0, help="replay: seconds the bridge stays down")
     ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
