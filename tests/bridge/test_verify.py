@@ -258,3 +258,34 @@ def test_checkpointer_copies_the_wal_into_the_database_file(store, clock, link, 
         assert hub._checkpointer.checkpoints > 0
     finally:
         hub.stop()
+
+
+@pytest.mark.expect_warnings
+def test_checkpointer_failure_logged_once_then_recovery(store, caplog):
+    """A checkpoint that cannot run (the file cannot be opened: a full disk, a permission change)
+    is logged once however often it is retried, and its recovery once."""
+    import sqlite3
+    import time
+
+    from pingjia.bridge.store import Checkpointer
+
+    class Flaky:
+        fails = 5
+
+        def connect(self):
+            if self.fails:
+                self.fails -= 1
+                raise sqlite3.OperationalError("unable to open database file")
+            return store.connect()
+
+    ck = Checkpointer(Flaky(), interval_s=0.01).start()
+    try:
+        end = time.monotonic() + 10
+        while ck.checkpoints == 0 and time.monotonic() < end:
+            time.sleep(0.01)
+    finally:
+        ck.stop()
+    assert ck.checkpoints > 0
+    msgs = [r.getMessage() for r in caplog.records if r.name == "pingjia.bridge.store"]
+    assert sum("checkpoint failed" in x for x in msgs) == 1
+    assert sum("checkpoint recovered" in x for x in msgs) == 1
