@@ -229,7 +229,8 @@ class Writer:
         t0 = time.perf_counter()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self._batch = Batch(self.conn, self.hub.rules, [it[1] for it in batch if it[0] == "msg" and it[1].type in m.JOURNALED])
+            msgs = [it[1] for it in batch if it[0] == "msg" and it[1].type in m.JOURNALED]
+            self._batch = Batch(self.conn, self.hub.rules, msgs)
             for item in batch:
                 if not isolate:
                     try:
@@ -241,8 +242,9 @@ class Writer:
                         return self._commit(batch, isolate=True)
                     continue
                 self.conn.execute("SAVEPOINT item")
+                item_acks, item_effects, item_seen = {}, [], {}  # kept only if the item commits
                 try:
-                    self._apply(item, acks, effects, seen)
+                    self._apply(item, item_acks, item_effects, item_seen)
                     self._batch.flush()  # the item's rows inside its savepoint
                     self.conn.execute("RELEASE item")
                 except Exception as e:
@@ -250,8 +252,21 @@ class Writer:
                         raise
                     self.conn.execute("ROLLBACK TO item")
                     self.conn.execute("RELEASE item")
+                    self._batch = Batch(self.conn, self.hub.rules, msgs)  # what it knew of the item is gone too
                     log.error("message not stored (bug?) item=%s error=%r", item[0], e)
-            self._batch.flush()
+                    continue
+                for k, seqs in item_acks.items():
+                    acks.setdefault(k, []).extend(seqs)
+                effects.extend(item_effects)
+                for dev, (at, link) in item_seen.items():
+                    seen[dev] = (max(at, seen.get(dev, (0,))[0]), link)
+            try:
+                self._batch.flush()  # isolated items are written already
+            except Exception as e:
+                if is_transient(e) or isolate:
+                    raise
+                self.conn.execute("ROLLBACK")  # a bug in the batch's rows: redo it item by item
+                return self._commit(batch, isolate=True)
             self._in_tx_hooks(effects)
             if seen:  # one statement (one sqlite3_step) for every keypad heard in the batch
                 insert_many(self.conn, "WITH v(d, at) AS (VALUES ", 2, [(dev, at) for dev, (at, _link) in seen.items()],
