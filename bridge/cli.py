@@ -29,7 +29,9 @@ def _fail(msg, code=1):
     sys.exit(code)
 
 
-def _config(path):
+def load_config(path):
+    """The bridge config at `path` (or the embedded defaults), validated; exit 2 with every error.
+    Shared by the other command modules (tools/fleet_cli.py) so all read the config one way."""
     try:
         return config_mod.load(path) if path else config_mod.defaults()
     except config_mod.ConfigError as e:
@@ -37,8 +39,9 @@ def _config(path):
         sys.exit(2)
 
 
-def _conn(db_path, config_path=None, create=True):
-    path = db_path or _config(config_path).bridge["db"]
+def open_db(db_path, config_path=None, create=True):
+    """A connection to the bridge's database (--db, else the config's), migrated; exit 1 with the reason."""
+    path = db_path or load_config(config_path).bridge["db"]
     store = Store(path)
     if not create and not store.exists():
         _fail("database %s does not exist (run the bridge once, or pass --db)" % path)
@@ -78,7 +81,7 @@ def run(config_path):
     """Run the hall bridge (serial + MQTT ingest, case API, status page) until SIGTERM."""
     from . import logfmt, service
 
-    cfg = _config(config_path)
+    cfg = load_config(config_path)
     logfmt.setup(cfg.bridge["log_level"])
     try:
         code = service.run(cfg)
@@ -91,7 +94,7 @@ def run(config_path):
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(path):
     """Validate a bridge config file: prints every problem and exits 2 when it is wrong."""
-    cfg = _config(path)
+    cfg = load_config(path)
     click.echo("ok: %s (db %s, hall %s, http %s)" % (path, cfg.bridge["db"], cfg.bridge["hall"], cfg.bridge["http_listen"]))
 
 
@@ -105,7 +108,7 @@ def status(db_path, config_path, as_json):
     Per keypad (window, state, version, journal): `pingjia fleet`."""
     from .upstream import status as upstream_status
 
-    conn = _conn(db_path, config_path, create=False)
+    conn = open_db(db_path, config_path, create=False)
     now = time.time()
     st = status_mod.status(conn, now)
     st["upstream"] = upstream_status(conn, now)
@@ -131,7 +134,7 @@ def status(db_path, config_path, as_json):
 @JSON_OPT
 def devices_cmd(db_path, config_path, as_json):
     """List registered keypads (retired ones last) with their window and last state."""
-    conn = _conn(db_path, config_path, create=False)
+    conn = open_db(db_path, config_path, create=False)
     rows = status_mod.devices(conn)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
@@ -168,7 +171,7 @@ def device_add(device_id, window_id, transport, key_hex, db_path, config_path):
         key = bytes.fromhex(key_hex) if key_hex else None
     except ValueError:
         _fail("--key-hex must be 64 hex digits")
-    key = _devcall(dev.add, _conn(db_path, config_path), device_id, key, window_id, transport)
+    key = _devcall(dev.add, open_db(db_path, config_path), device_id, key, window_id, transport)
     click.echo("added %s%s" % (device_id, " at window %s" % window_id if window_id else ""))
     if not key_hex:
         click.echo("key (put it in the keypad's config; shown only now): %s" % key.hex())
@@ -181,7 +184,7 @@ def device_add(device_id, window_id, transport, key_hex, db_path, config_path):
 @CONFIG_OPT
 def device_bind(device_id, window_id, db_path, config_path):
     """Bind a keypad to a window (the window's previous keypad is unbound; history is kept)."""
-    _devcall(dev.bind, _conn(db_path, config_path), device_id, window_id)
+    _devcall(dev.bind, open_db(db_path, config_path), device_id, window_id)
     click.echo("%s now serves window %s" % (device_id, window_id))
 
 
@@ -191,7 +194,7 @@ def device_bind(device_id, window_id, db_path, config_path):
 @CONFIG_OPT
 def device_unbind(device_id, db_path, config_path):
     """Release a keypad from its window (it stays registered as a spare)."""
-    _devcall(dev.unbind, _conn(db_path, config_path), device_id)
+    _devcall(dev.unbind, open_db(db_path, config_path), device_id)
     click.echo("%s unbound" % device_id)
 
 
@@ -203,7 +206,7 @@ def device_unbind(device_id, db_path, config_path):
 @CONFIG_OPT
 def device_replace(old_id, new_id, keep_old, db_path, config_path):
     """A replacement unit NEW_ID takes over OLD_ID's window; OLD_ID is retired."""
-    _devcall(dev.replace, _conn(db_path, config_path), old_id, new_id, retire_old=not keep_old)
+    _devcall(dev.replace, open_db(db_path, config_path), old_id, new_id, retire_old=not keep_old)
     click.echo("%s replaces %s" % (new_id, old_id))
 
 
@@ -213,7 +216,7 @@ def device_replace(old_id, new_id, keep_old, db_path, config_path):
 @CONFIG_OPT
 def device_retire(device_id, db_path, config_path):
     """Take a keypad out of service: unbound, its key no longer accepted."""
-    _devcall(dev.retire, _conn(db_path, config_path), device_id)
+    _devcall(dev.retire, open_db(db_path, config_path), device_id)
     click.echo("%s retired" % device_id)
 
 
@@ -223,7 +226,7 @@ def device_retire(device_id, db_path, config_path):
 @CONFIG_OPT
 def device_rotate_key(device_id, db_path, config_path):
     """Give a keypad a new key; prints it once (re-provision the unit with it)."""
-    key = _devcall(dev.rotate_key, _conn(db_path, config_path), device_id)
+    key = _devcall(dev.rotate_key, open_db(db_path, config_path), device_id)
     click.echo("new key for %s (shown only now): %s" % (device_id, key.hex()))
 
 
@@ -247,7 +250,7 @@ def device_identify(device_id, seconds, url, token, config_path):
 @CONFIG_OPT
 def device_history(device_id, window_id, db_path, config_path):
     """Which unit served which window, when (binding history)."""
-    rows = dev.history(_conn(db_path, config_path, create=False), device_id, window_id)
+    rows = dev.history(open_db(db_path, config_path, create=False), device_id, window_id)
     _table([dict(r) for r in rows], ["device_id", "window_id", "bound_at", "unbound_at", "note"])
 
 
@@ -259,7 +262,7 @@ def windows(ctx, db_path, config_path):
     """List the hall's windows with their keypads (subcommand `add` adds one)."""
     ctx.obj = (db_path, config_path)
     if ctx.invoked_subcommand is None:
-        _table(status_mod.windows(_conn(db_path, config_path, create=False)),
+        _table(status_mod.windows(open_db(db_path, config_path, create=False)),
                ["window_id", "name", "dept_name", "device_id", "bindings"])
 
 
@@ -274,7 +277,7 @@ def windows(ctx, db_path, config_path):
 def windows_add(obj, window_id, name, dept_code, dept_name, db_path, config_path):
     """Add (or rename) a window."""
     # --db/--config work here as on every other command (or on `windows` itself)
-    _devcall(dev.add_window, _conn(db_path or obj[0], config_path or obj[1]), window_id, name, dept_code, dept_name)
+    _devcall(dev.add_window, open_db(db_path or obj[0], config_path or obj[1]), window_id, name, dept_code, dept_name)
     click.echo("window %s saved" % window_id)
 
 
@@ -290,7 +293,7 @@ def cases(ctx, url, token, config_path):
 
 
 def _api_target(url, token, config_path):
-    cfg = _config(config_path)
+    cfg = load_config(config_path)
     if not url:
         host, port = cfg.http_address()
         url = "http://%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)
@@ -384,7 +387,7 @@ def cases_list(obj, state, window_id, limit):
 @CONFIG_OPT
 def log_cmd(device_id, audit, limit, db_path, config_path):
     """Device log lines (text keypads printed, LOG messages) or the audit trail."""
-    conn = _conn(db_path, config_path, create=False)
+    conn = open_db(db_path, config_path, create=False)
     if audit:
         sql = "SELECT at, actor, action, subject, detail FROM audit %s ORDER BY id DESC LIMIT ?"
         where, cols = ("WHERE actor = ? OR subject = ?", (device_id, device_id)) if device_id else ("", ())

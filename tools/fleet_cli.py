@@ -10,7 +10,7 @@ import time
 
 import click
 
-from ..bridge.cli import CONFIG_OPT, DB_OPT, _config, _conn
+from ..bridge.cli import CONFIG_OPT, DB_OPT, load_config, open_db
 from . import flash as fl
 from . import fleet as fv
 
@@ -22,7 +22,7 @@ def _fail(msg, code=1):
 
 def _db_path(db_path, config_path):
     """The bridge's SQLite file: --db, else the config's, else the embedded default."""
-    return db_path or _config(config_path).bridge["db"]
+    return db_path or load_config(config_path).bridge["db"]
 
 
 def _image():
@@ -69,7 +69,7 @@ def _config_opts(f):
 
 def _keypad_config(transport, hall, wifi_ssid, wifi_password, broker, settings, config_path):
     if transport == "mqtt" and not hall:
-        hall = _config(config_path).bridge["hall"]  # the bridge's own hall id: same topics
+        hall = load_config(config_path).bridge["hall"]  # the bridge's own hall id: same topics
     wifi = {"ssid": wifi_ssid, "password": wifi_password} if wifi_ssid else None
     b = None
     if broker:
@@ -198,7 +198,7 @@ def update_cmd(ports, force, jobs, hello_timeout, db_path, config_path):
 @CONFIG_OPT
 def fleet_cmd(as_json, problems, versions, check, db_path, config_path):
     """Every window and its keypad: online, last seen, version, journal depth, errors; problems first."""
-    conn = _conn(db_path, config_path, create=False)
+    conn = open_db(db_path, config_path, create=False)
     try:
         rows = fv.fleet(conn, time.time())
     finally:
@@ -250,7 +250,7 @@ def simulate_cmd(count, transport, broker, hall, prefix, seed, rate, mix, second
     ids = ["%s%04d" % (prefix, i + 1) for i in range(count)]
     keys = {d: derive_key(seed, d) for d in ids}
     if do_register:
-        conn = _conn(db_path, config_path, create=False)
+        conn = open_db(db_path, config_path, create=False)
         try:
             known = devices.keys(conn)
             for d in ids:
