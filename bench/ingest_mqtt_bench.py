@@ -534,7 +534,6 @@ class NullHub:
 
     def __init__(self):
         self.n = 0
-        self.on_rated, self.on_unrated = [], []
 
     def submit(self, raw, link):
         self.n += 1
@@ -616,7 +615,7 @@ class BridgeProc:
 # --- setup helpers ------------------------------------------------------------------------------
 def rating_stars(dev, seq, bad_share):
     """Stars of rating `seq` of keypad `dev`: a 差评 (1-2 stars, which opens a follow-up) for a
-    `bad_share` of them, spread evenly over keypads and time; 3-5 stars otherwise."""
+    `bad_share` of them, in a fixed pattern per keypad (period 1,000 seqs); 3-5 stars otherwise."""
     if (seq * 7919 + sum(dev.encode())) % 1000 < bad_share * 1000:
         return 1 + seq % 2
     return 3 + seq % 3

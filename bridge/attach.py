@@ -19,7 +19,7 @@ import hashlib
 
 from ..protocol import messages as m
 from .cases import _outbox
-from .store import audit, row
+from .store import audit, row, select_in
 
 TIME_FLOOR = 1704067200.0  # 2024-01-01 UTC: no pressed_at before this (a keypad's age can't go back further)
 SLACK_S = 2.0
@@ -64,15 +64,9 @@ INSERT_EVENT = """INSERT INTO events (device_id, seq, boot, kind, stars, token, 
 
 def known_digests(conn, keys):
     """{(device_id, seq): digest} of the events among `keys` already stored: one query per batch."""
-    out = {}
-    keys = list(keys)
-    for i in range(0, len(keys), 400):
-        part = keys[i:i + 400]
-        sql = ("WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.seq, e.digest FROM v "
-               "JOIN events e ON e.device_id = v.d AND e.seq = v.s" % ",".join(["(?,?)"] * len(part)))  # uses the PK index
-        for d, sq, dig in conn.execute(sql, [x for k in part for x in k]):
-            out[(d, sq)] = dig
-    return out
+    sql = ("WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.seq, e.digest FROM v "
+           "JOIN events e ON e.device_id = v.d AND e.seq = v.s")  # uses the PK index
+    return {(d, sq): dig for d, sq, dig in select_in(conn, sql, keys)}
 
 
 def apply(conn, msg, raw, via, received_at, rules, now, known=None):

@@ -19,8 +19,8 @@
 # property test runs random batches both ways and compares the tables.
 from ..protocol import messages as m
 from . import attach
+from .store import select_in
 
-_CHUNK = 500  # keys per lookup query
 _EVENT_HEAD = attach.INSERT_EVENT.split("VALUES")[0] + "VALUES "
 _EVENT_COLS = attach.INSERT_EVENT.count("?")
 
@@ -38,12 +38,6 @@ def insert_many(conn, head, ncols, rows, tail=""):
         while n - i >= size:
             conn.execute(sql, [v for r in rows[i:i + size] for v in r])
             i += size
-
-
-def _chunks(keys):
-    keys = list(keys)
-    for i in range(0, len(keys), _CHUNK):
-        yield keys[i:i + _CHUNK]
 
 
 class Batch:
@@ -120,20 +114,16 @@ class Batch:
         conn = self.conn
         ratings = [x for x in self.msgs if x.type == m.RATING]
         self._cases, self._rated, self._orphans, self._boots, self._used = {}, set(), set(), {}, set()
-        for part in _chunks({x.token for x in ratings}):
-            for r in conn.execute("SELECT token, case_id, project_no, window_id, state, finished_at, prompt_until FROM cases "
-                                  "WHERE token IN (%s)" % ",".join("?" * len(part)), part):
-                self._cases[r[0]] = tuple(r[1:])
-        for part in _chunks({c[0] for c in self._cases.values()}):
-            self._rated.update(r[0] for r in conn.execute(
-                "SELECT case_id FROM ratings WHERE assess_number = 1 AND case_id IN (%s)" % ",".join("?" * len(part)), part))
-        for part in _chunks({(x.device_id, x.seq) for x in ratings}):  # reasons that came before their rating
-            sql = ("WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.ref_seq FROM v JOIN events e ON e.device_id = v.d "
-                   "AND e.ref_seq = v.s AND e.kind = 'reason' AND e.disposition = 'orphan'" % ",".join(["(?,?)"] * len(part)))
-            self._orphans.update((r[0], r[1]) for r in conn.execute(sql, [x for k in part for x in k]))
-        for part in _chunks({x.device_id for x in ratings}):
-            self._boots.update((r[0], r[1]) for r in conn.execute(
-                "SELECT device_id, boot FROM devices WHERE device_id IN (%s)" % ",".join("?" * len(part)), part))
+        for r in select_in(conn, "SELECT token, case_id, project_no, window_id, state, finished_at, prompt_until "
+                                 "FROM cases WHERE token IN (%s)", {x.token for x in ratings}):
+            self._cases[r[0]] = tuple(r[1:])
+        self._rated.update(r[0] for r in select_in(conn, "SELECT case_id FROM ratings WHERE assess_number = 1 AND case_id IN (%s)",
+                                                   {c[0] for c in self._cases.values()}))
+        self._orphans.update((r[0], r[1]) for r in select_in(  # reasons that came before their rating
+            conn, "WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.ref_seq FROM v JOIN events e ON e.device_id = v.d "
+                  "AND e.ref_seq = v.s AND e.kind = 'reason' AND e.disposition = 'orphan'", {(x.device_id, x.seq) for x in ratings}))
+        self._boots.update((r[0], r[1]) for r in select_in(conn, "SELECT device_id, boot FROM devices WHERE device_id IN (%s)",
+                                                           {x.device_id for x in ratings}))
 
     def _rating(self, msg, row, at, now):
         """Attach a plain RATING (`row`: its event row without case_id and disposition). Returns its

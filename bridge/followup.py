@@ -22,6 +22,9 @@ import logging
 import time
 from zoneinfo import ZoneInfo
 
+from .batch import insert_many
+from .store import select_in
+
 log = logging.getLogger("pingjia.followup")
 
 STATES = ("待核实", "已核实", "已整改", "已反馈")
@@ -166,22 +169,15 @@ def _calendar(c):
 def sync_cases(conn, case_ids, now, cfg=None):
     """sync_case for many cases in a few statements (the hub's writer calls it once per batch).
     Returns {case_id: 'opened' | 'withdrawn' | None}."""
-    from .batch import insert_many
-
     c = dict(DEFAULTS, **(cfg or {}))
     ids = sorted(set(case_ids))
     out = dict.fromkeys(ids)
     if not ids:
         return out
     with _tx(conn):
-        ratings, states = {}, {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            marks = ",".join("?" * len(part))
-            for cid, stars, reasons, pressed_at in conn.execute(
-                    "SELECT case_id, stars, reasons, pressed_at FROM ratings WHERE assess_number = 1 AND case_id IN (%s)" % marks, part):
-                ratings[cid] = (stars, reasons, pressed_at)
-            states.update(conn.execute("SELECT case_id, state FROM followups WHERE case_id IN (%s)" % marks, part).fetchall())
+        ratings = {r[0]: tuple(r[1:]) for r in select_in(
+            conn, "SELECT case_id, stars, reasons, pressed_at FROM ratings WHERE assess_number = 1 AND case_id IN (%s)", ids)}
+        states = {r[0]: r[1] for r in select_in(conn, "SELECT case_id, state FROM followups WHERE case_id IN (%s)", ids)}
         cal, opened, steps = _calendar(c), [], []
         for cid in ids:
             r, f = ratings.get(cid), states.get(cid)

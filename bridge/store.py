@@ -203,6 +203,21 @@ def transaction(conn, immediate=True):
         raise
 
 
+def select_in(conn, sql, keys, chunk=400):
+    """Rows of `sql` for many keys: its one `%s` becomes the keys' placeholders, `?,?,...` for
+    scalars, `(?,?),...` for tuples (a `WITH v(a, b) AS (VALUES %s)` join), in chunks of `chunk`
+    keys per statement. Yields the rows."""
+    keys = list(keys)
+    for i in range(0, len(keys), chunk):
+        part = keys[i:i + chunk]
+        if isinstance(part[0], tuple):
+            one = "(%s)" % ",".join("?" * len(part[0]))
+            params = [x for k in part for x in k]
+        else:
+            one, params = "?", part
+        yield from conn.execute(sql % ",".join([one] * len(part)), params)
+
+
 def rows(conn, sql, params=()):
     """Query -> list of dicts."""
     return [dict(r) for r in conn.execute(sql, params)]

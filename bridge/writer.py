@@ -327,8 +327,8 @@ class Writer:
         if kind == "msg":
             _, msg, raw, link, at = item
             seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
-            if msg.type not in (m.RATING, m.UNSOLICITED):
-                self._batch.settle()  # HELLO, STATUS, REASON read or change what the batch looked up
+            if msg.type not in m.JOURNALED:
+                self._batch.settle()  # HELLO, STATUS change what the batch looked up (journaled: Batch.apply decides)
             held = self.hub.take_unprompted(msg.device_id)
             if held:  # cases finished while the bridge had no link to this keypad: prompt it now that it spoke
                 self._batch.settle()

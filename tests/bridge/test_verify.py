@@ -357,3 +357,20 @@ def test_bad_row_at_the_batch_write_left_out_rest_committed(hub, link, kp, store
     _drain(hub)
     assert [r["seq"] for r in q(store, "SELECT seq FROM events ORDER BY seq")] == [1, 2, 4, 5]
     assert sorted(link.acked(kp)) == [1, 2, 4, 5]
+
+
+def test_select_in_reads_every_key_across_chunks():
+    """store.select_in: keys split over several statements (scalars and tuples) still all match."""
+    import sqlite3
+
+    from pingjia.bridge.store import select_in
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a TEXT, b INTEGER, PRIMARY KEY (a, b))")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [("k%d" % i, i) for i in range(1000)])
+    assert sorted(r[1] for r in select_in(conn, "SELECT a, b FROM t WHERE b IN (%s)", range(0, 1000, 1), chunk=300)) == list(range(1000))
+    pairs = [("k%d" % i, i) for i in range(0, 1000, 3)] + [("k1", 2)]  # the last one matches nothing
+    got = list(select_in(conn, "WITH v(x, y) AS (VALUES %s) SELECT t.a, t.b FROM v JOIN t ON t.a = v.x AND t.b = v.y", pairs, chunk=100))
+    assert sorted(got) == sorted(pairs[:-1])
+    assert list(select_in(conn, "SELECT a FROM t WHERE b IN (%s)", [])) == []
+    conn.close()
