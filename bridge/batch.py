@@ -56,8 +56,9 @@ class Batch:
         self.known = attach.known_digests(conn, {(x.device_id, x.seq) for x in msgs})
         self.events = []  # event rows (attach.INSERT_EVENT's values) written at the next flush
         self._ratings, self._closed, self._outbox = [], [], []
-        self._cases = None  # token -> (case_id, project_no, window_id, state, finished_at, prompt_until); None: look up
-        self._rated = self._orphans = self._boots = self._used = None
+        # token -> (case_id, project_no, window_id, state, finished_at, prompt_until, prompted device, rated?, its boot)
+        self._cases = None  # None: look up at the next rating
+        self._orphans = self._used = None
 
     def apply(self, msg, raw, via, received_at, now):
         """attach.apply for one journaled event in this batch: (outcome, effects). Unprompted presses
@@ -110,20 +111,24 @@ class Batch:
         self._cases = None
 
     # -- the fast path ----------------------------------------------------------------------------
+    # A plain rating needs its case, whether the case has a first rating already, and the boot of the
+    # keypad the case prompted (a rating must come from that keypad, pressed in its current boot): one
+    # row per token. Reasons that came before their rating (few, in their own partial index): the
+    # batch's keypads' ones, filtered here. Two statements per batch; each row fetched is a
+    # sqlite3_step that lets the transport's thread run, so fewer statements and rows keep the
+    # writer's turn short.
+    CASES_SQL = ("SELECT c.token, c.case_id, c.project_no, c.window_id, c.state, c.finished_at, c.prompt_until, "
+                 "c.device_id, r.case_id IS NOT NULL, d.boot FROM cases c "
+                 "LEFT JOIN ratings r ON r.case_id = c.case_id AND r.assess_number = 1 "
+                 "LEFT JOIN devices d ON d.device_id = c.device_id WHERE c.token IN (%s)")
+    ORPHANS_SQL = ("SELECT device_id, ref_seq FROM events "
+                   "WHERE kind = 'reason' AND disposition = 'orphan' AND device_id IN (%s)")
+
     def _lookup(self):
-        conn = self.conn
         ratings = [x for x in self.msgs if x.type == m.RATING]
-        self._cases, self._rated, self._orphans, self._boots, self._used = {}, set(), set(), {}, set()
-        for r in select_in(conn, "SELECT token, case_id, project_no, window_id, state, finished_at, prompt_until "
-                                 "FROM cases WHERE token IN (%s)", {x.token for x in ratings}):
-            self._cases[r[0]] = tuple(r[1:])
-        self._rated.update(r[0] for r in select_in(conn, "SELECT case_id FROM ratings WHERE assess_number = 1 AND case_id IN (%s)",
-                                                   {c[0] for c in self._cases.values()}))
-        self._orphans.update((r[0], r[1]) for r in select_in(  # reasons that came before their rating
-            conn, "WITH v(d, s) AS (VALUES %s) SELECT e.device_id, e.ref_seq FROM v JOIN events e ON e.device_id = v.d "
-                  "AND e.ref_seq = v.s AND e.kind = 'reason' AND e.disposition = 'orphan'", {(x.device_id, x.seq) for x in ratings}))
-        self._boots.update((r[0], r[1]) for r in select_in(conn, "SELECT device_id, boot FROM devices WHERE device_id IN (%s)",
-                                                           {x.device_id for x in ratings}))
+        self._used = set()
+        self._cases = {r[0]: tuple(r[1:]) for r in select_in(self.conn, self.CASES_SQL, {x.token for x in ratings})}
+        self._orphans = {(r[0], r[1]) for r in select_in(self.conn, self.ORPHANS_SQL, {x.device_id for x in ratings})}
 
     def _rating(self, msg, row, at, now):
         """Attach a plain RATING (`row`: its event row without case_id and disposition). Returns its
@@ -133,12 +138,11 @@ class Batch:
         c = self._cases.get(msg.token)
         if c is None or msg.token in self._used:
             return None  # unknown token (orphan), or this case already changed in the batch
-        cid, project_no, window_id, state, finished_at, prompt_until = c
-        if state != "prompted" or finished_at is None or cid in self._rated or (msg.device_id, msg.seq) in self._orphans:
+        cid, project_no, window_id, state, finished_at, prompt_until, prompted, rated, boot = c
+        if state != "prompted" or finished_at is None or rated or (msg.device_id, msg.seq) in self._orphans:
             return None  # a replacement, a late rating of an unrated case, a closed case, reasons to adopt
-        boot = self._boots.get(msg.device_id)
-        if boot is not None and boot > msg.boot:
-            return None  # pressed before a reboot that prompted again: the general path also CANCELs
+        if prompted != msg.device_id or (boot is not None and boot > msg.boot):
+            return None  # another keypad's rating; or pressed before a reboot that prompted again (the general path CANCELs)
         rules = self.rules
         self._used.add(msg.token)
         if not (finished_at - attach.SLACK_S <= at <= (prompt_until or 0) + rules.expire_slack_s + attach.SLACK_S

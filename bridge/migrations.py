@@ -166,4 +166,20 @@ CREATE INDEX cases_prompted ON cases(prompt_until) WHERE state = 'prompted';
 CREATE INDEX events_reason_ref ON events(device_id, ref_seq) WHERE kind = 'reason';
 """,
     ),
+    (
+        "0004_rating_path_indexes",
+        """
+-- Measured on the rating path (docs/BENCHMARKS.md, Ingest): a rating changes its case's state,
+-- and cases_window_state(window_id, state) moved that case's entry in a different index page
+-- for every window, about 60 % of the WAL written per rating. Listing a window's cases needs
+-- the window and the time, not the state: this index is not touched when a case is rated.
+DROP INDEX cases_window_state;
+CREATE INDEX cases_window ON cases(window_id, opened_at);
+-- Only reasons that arrived before their rating wait to be adopted: index just those, so the
+-- batch's look-up for them stays on a handful of rows however many reasons the hall stores
+-- (the planner built an automatic index over all events for it: a scan of the table per batch).
+DROP INDEX events_reason_ref;
+CREATE INDEX events_orphan_reasons ON events(device_id, ref_seq) WHERE kind = 'reason' AND disposition = 'orphan';
+""",
+    ),
 ]

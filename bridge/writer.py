@@ -53,6 +53,8 @@ class Writer:
         # checkpoints are the Checkpointer thread's job (store.py); this only catches it falling behind
         self.conn.execute("PRAGMA wal_autocheckpoint = %d" % AUTOCHECKPOINT_PAGES)
         self.conn.execute("PRAGMA journal_size_limit = %d" % WAL_KEEP_BYTES)
+        # a multi-row statement keeps a statement journal (to undo itself alone): in memory, not a temp file
+        self.conn.execute("PRAGMA temp_store = MEMORY")
         self._out = queue.Queue()  # committed batches: (acks, commands, hooks) for the acker thread
         self._acker = threading.Thread(target=self._ack_loop, name="hub-acker", daemon=True)
         self._acker.start()

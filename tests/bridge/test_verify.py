@@ -191,6 +191,67 @@ def test_per_second_and_per_rating_lookups_use_indexes(store):
     conn.close()
 
 
+def test_a_full_batch_of_ratings_uses_indexes_only(store, rules, clock, link):
+    """Every statement the writer runs for one batch of 300 ratings (a replay after an outage, or a
+    busy hall) searches by index: no scan of a table and no automatic index, so a batch costs the same
+    in a hall with years of events as in a new one. (The query for reasons waiting for their rating
+    once had the planner build an automatic index over all events, once per batch.)"""
+    import re
+    import threading
+
+    from pingjia.bridge import cases, devices
+    from pingjia.bridge.hub import Hub
+    from pingjia.bridge.store import transaction
+
+    n = 300
+    conn = store.connect()
+    conn.execute("PRAGMA synchronous = OFF")  # set-up only: 600 small transactions
+    keypads = []
+    for i in range(n):
+        devices.add_window(conn, "B%03d" % i, now=clock.t - 7200)
+        keypads.append(Keypad("KP-B%03d" % i, devices.add(conn, "KP-B%03d" % i, window_id="B%03d" % i, now=clock.t - 3600)))
+    with transaction(conn):
+        for i in range(n):
+            cases.open_case(conn, {"project_no": "P%03d" % i, "window_id": "B%03d" % i}, clock.t - 60)
+            cases.finish(conn, "P%03d" % i, rules, clock.t - 5)
+    tokens = {r[0]: r[1] for r in conn.execute("SELECT device_id, token FROM cases")}
+    hub = Hub(store, rules=rules, hall="test", clock=clock).start(timer=False)
+    try:
+        hold, held = threading.Event(), threading.Event()
+
+        def block(conn, now):  # keeps the writer busy until all 300 ratings are queued: they make one batch
+            held.set()
+            hold.wait(10)
+            return None, []
+
+        blocker = threading.Thread(target=hub.call, args=(block,))
+        blocker.start()
+        assert held.wait(10)
+        statements = []
+        hub.writer.conn.set_trace_callback(statements.append)
+        for i, k in enumerate(keypads):
+            assert hub.submit(k.rating(1 + i % 5, tokens[k.device_id]), link)
+        hold.set()
+        blocker.join(10)
+        _drain(hub)
+        hub.writer.conn.set_trace_callback(None)
+    finally:
+        hub.stop()
+    assert hub.stats()["batches"] == 1 and q(store, "SELECT count(*) AS n FROM ratings")[0]["n"] == n
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    explained = 0
+    for sql in statements:
+        if not re.match(r"\s*(SELECT|WITH|UPDATE|INSERT|DELETE)", sql, re.I):
+            continue
+        plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        explained += 1
+        assert not any("AUTOMATIC" in p for p in plan), (sql[:200], plan)
+        scanned = {w.split()[1] for w in plan if w.startswith("SCAN ")} & tables
+        assert not scanned, (sql[:200], plan)
+    conn.close()
+    assert explained >= 5  # the look-ups, the rows of the batch, the keypads' last-seen update
+
+
 def test_device_log_pruned_after_its_retention(hub, link, kp, store, clock):
     hub.device_text(link, "KP-0001", "old line")
     _drain(hub)
