@@ -515,7 +515,7 @@ def bridge_main(a):
     print("READY", flush=True)
     for line in sys.stdin:
         if line.strip() == "stats":
-            st = {"hub": hub.stats(), "links": [l.stats for l in links]}
+            st = {"hub": hub.stats(), "links": [l.stats for l in links], "threads": thread_usage()}
             print(json.dumps(st), flush=True)
     hub.stop()  # commits and ACKs what it holds while the links are still up
     if up is not None:
@@ -527,6 +527,23 @@ def bridge_main(a):
     st = {"hub": hub.stats(), "links": [l.stats for l in links]}
     print(json.dumps(st), flush=True)
     del threading
+
+
+def thread_usage():
+    """{thread name: [CPU seconds, context switches]} of this process's threads, from /proc."""
+    import threading
+
+    out = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for t in threading.enumerate():
+        task = Path("/proc/self/task/%s" % t.native_id)
+        try:
+            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            sw = sum(int(line.split(":")[1]) for line in (task / "status").read_text().splitlines() if "ctxt_switches" in line)
+        except OSError:
+            continue
+        out[t.name] = [(int(f[11]) + int(f[12])) / tck, sw]
+    return out
 
 
 class NullHub:
@@ -747,6 +764,7 @@ def throughput(a):
                                                   "-f", "raw", "-o", "/tmp/pj-bridge-profile.txt", "--nonblocking", "--gil"],
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
+            th0 = br.stats()["threads"]
             cpu0, sw0 = br.cpu(), br.switches()
             us0 = br.user_sys
             res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile,
@@ -772,6 +790,10 @@ def throughput(a):
             print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core; %.2f context switches per event" % (
                 cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us, (sw1 - sw0) / max(1, res["acked"])))
             print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
+            th1, n = mid["threads"], max(1, res["acked"])
+            busy = sorted((th1[t][0] - th0[t][0], t) for t in th1 if t in th0 and th1[t][0] - th0[t][0] >= 0.005 * cpu_us * n / 1e6)
+            print("          by thread, CPU us / context switches per event: %s" % ", ".join(
+                "%s %.0f / %.2f" % (t, d / n * 1e6, (th1[t][1] - th0[t][1]) / n) for d, t in reversed(busy)))
             h = final.get("hub", mid["hub"])
             print("          hub: stored %d, duplicates %d, batches %d, max batch %d, rejected %d" % (
                 h.get("stored", 0), h.get("duplicates", 0), h.get("batches", 0), h.get("max_batch", 0), h.get("rejected", 0)))
