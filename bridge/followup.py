@@ -203,7 +203,8 @@ def sync_missing(conn, now, cfg=None):
     c = dict(DEFAULTS, **(cfg or {}))
     ids = [r[0] for r in conn.execute(
         "SELECT r.case_id FROM ratings r LEFT JOIN followups f ON f.case_id = r.case_id "
-        "WHERE r.assess_number = 1 AND r.stars <= ? AND f.case_id IS NULL", (c["bad_max_stars"],))]
+        "WHERE r.assess_number = 1 AND r.stars <= 2 AND r.stars <= ? AND f.case_id IS NULL",  # <= 2: index ratings_bad
+        (c["bad_max_stars"],))]
     return sum(sync_case(conn, i, now, c) == "opened" for i in ids)
 
 

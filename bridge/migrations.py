@@ -167,7 +167,7 @@ CREATE INDEX events_reason_ref ON events(device_id, ref_seq) WHERE kind = 'reaso
 """,
     ),
     (
-        "0004_rating_path_indexes",
+        "0004_hot_path_indexes",
         """
 -- Measured on the rating path (docs/BENCHMARKS.md, Ingest): a rating changes its case's state,
 -- and cases_window_state(window_id, state) moved that case's entry in a different index page
@@ -180,6 +180,11 @@ CREATE INDEX cases_window ON cases(window_id, opened_at);
 -- (the planner built an automatic index over all events for it: a scan of the table per batch).
 DROP INDEX events_reason_ref;
 CREATE INDEX events_orphan_reasons ON events(device_id, ref_seq) WHERE kind = 'reason' AND disposition = 'orphan';
+-- The upstream workers' catch-up sweep (every minute) looks for 差评 without a follow-up and unrated
+-- cases without an SMS-invitation event: it read every rating and every case each time. These hold
+-- just the rows it looks for (差评 are 1-2 stars whatever [followup] bad_max_stars says).
+CREATE INDEX ratings_bad ON ratings(case_id) WHERE assess_number = 1 AND stars <= 2;
+CREATE INDEX cases_unrated ON cases(case_id) WHERE state = 'unrated';
 """,
     ),
 ]

@@ -191,6 +191,27 @@ def test_per_second_and_per_rating_lookups_use_indexes(store):
     conn.close()
 
 
+def test_catch_up_sweep_reads_only_what_it_looks_for(store, clock):
+    """The upstream workers' sweep (every minute) finds 差评 without a follow-up and unrated cases without
+    an SMS-invitation event through partial indexes of just those rows, not by reading every rating and
+    every case of the hall's history."""
+    from pingjia.bridge import followup, unrated
+
+    conn = store.connect()
+    partial = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'")}
+    statements = []
+    conn.set_trace_callback(statements.append)
+    followup.sync_missing(conn, clock.t)
+    unrated.sync_missing(conn, "test", clock.t)
+    conn.set_trace_callback(None)
+    assert statements
+    for sql in statements:
+        for line in (r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)):
+            if line.startswith("SCAN "):
+                assert " USING " in line and line.split()[-1] in partial, (sql, line)
+    conn.close()
+
+
 def test_a_full_batch_of_ratings_uses_indexes_only(store, rules, clock, link):
     """Every statement the writer runs for one batch of 300 ratings (a replay after an outage, or a
     busy hall) searches by index: no scan of a table and no automatic index, so a batch costs the same
