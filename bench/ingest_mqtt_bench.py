@@ -1,7 +1,7 @@
 """MQTT ingest bench: many simulated keypads -> Mosquitto -> bridge (Hub + SQLite) -> ACK.
 
-    .venv/bin/python bench/ingest_mqtt_bench.py                 # throughput, 500 keypads, 8 s
-    .venv/bin/python bench/ingest_mqtt_bench.py --keypads 500 --seconds 20
+    .venv/bin/python bench/ingest_mqtt_bench.py                 # throughput, 500 keypads, 3 rounds of 8 s
+    .venv/bin/python bench/ingest_mqtt_bench.py --keypads 500 --seconds 10 --kind rating
     .venv/bin/python bench/ingest_mqtt_bench.py --mode replay   # outage replay, 500 x 200 events
     .venv/bin/python bench/ingest_mqtt_bench.py --mode replay --keypads 50 --events 40   # quick
 
@@ -25,7 +25,12 @@ throughput: each keypad publishes one event (QoS 1) and waits for its ACK before
   0 duplicated. Same-run baseline: the same keypads, same payloads, same
   closed loop, with the bridge replaced by an echo responder (a raw MQTT client
   that answers every event with an ACK-shaped message, no verify, no store):
-  the broker's own pass-through rate.
+  the broker's own pass-through rate. `--rounds` (default 3) alternates an echo
+  phase and a bridge phase, each with fresh seqs (and fresh cases), so each
+  round's ratio compares windows seconds apart on this shared machine, whose
+  speed drifts by 2x over minutes; the median round is the figure. Per bridge
+  phase it also prints CPU and context switches per event by thread and how the
+  writer thread spent its time.
 replay: the bridge has a session on the broker, then is down while every keypad
   holds `--events` journaled events and sends them as the firmware does (16 in
   flight, retransmit 1 s doubling to 60 s). Then the bridge starts; measured:
@@ -204,13 +209,13 @@ def fleet_worker(args, devs, keys, q, go, start_ev=None):
 
 
 def _fleet(args, devs, keys, q, go):
-    window, nev = args["window"], args["events"]
+    window, nev, seq0 = args["window"], args["events"], args.get("seq0", 0)
     kps = []
     for d in devs:
         up = topics.up(HALL, d).encode()
         signer = Signer(keys[d])
         pkts = []
-        for seq in range(1, nev + 1):
+        for seq in range(seq0 + 1, seq0 + nev + 1):  # kp.next, inflight, sent: counted from seq0
             if args.get("kind") == "rating":
                 msg = messages.Message(messages.RATING, d, 1, seq, stars=rating_stars(d, seq, args["bad_share"]), age_ms=0,
                                        token=case_token(d, seq),
@@ -322,6 +327,8 @@ def _fleet(args, devs, keys, q, go):
                 if pid:
                     out.append(puback(pid))
                 upto, seqs = ack_seqs(payload)
+                if seq0:
+                    upto, seqs = max(0, upto - seq0), [x - seq0 for x in seqs]
                 inf = kp.inflight
                 hit = 0
                 sample = False
@@ -399,8 +406,9 @@ def _fleet(args, devs, keys, q, go):
 
 def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, stop_after_window=True, rt_base=1.0,
               rt_max=60.0, drain_s=30.0, keep_lat=False, max_s=None, on_ready=None, period=None, rto="adaptive",
-              kind="unsolicited", bad_share=0.05):
-    """Drive `devs` from `procs` load processes; returns merged results.
+              kind="unsolicited", bad_share=0.05, seq0=0):
+    """Drive `devs` from `procs` load processes; returns merged results (each keypad's events are seqs
+    seq0+1..; 'sent' counts the ones ACKed from seq0+1 on).
 
     The processes connect every keypad first, then all start together."""
     ctx = mp.get_context("fork")
@@ -409,7 +417,8 @@ def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, st
     t_start = ctx.Value("d", 0.0)
     args = dict(host=host, port=port, window=window, events=events, seconds=seconds, warmup=warmup,
                 stop_after_window=stop_after_window, rt_base=rt_base, rt_max=rt_max, drain_s=drain_s,
-                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto, kind=kind, bad_share=bad_share)
+                keep_lat=keep_lat, max_s=max_s, t_start=t_start, period=period, rto=rto, kind=kind, bad_share=bad_share,
+                seq0=seq0)
     parts = [devs[i::procs] for i in range(procs)]
     ps = [ctx.Process(target=fleet_worker, args=(dict(args, offset=i / float(procs)), part, keys, q, go))
           for i, part in enumerate(parts)]
@@ -443,7 +452,7 @@ def run_fleet(host, port, devs, keys, window, events, seconds, warmup, procs, st
 
 
 # --- echo responder: the baseline without the bridge --------------------------------------------
-def echo_responder(host, port, user, password, ready, stop):
+def echo_responder(host, port, user, password, ready, stop, ack_qos=1):
     s = _connect_raw(host, port, connect_packet("@echo-" + HALL, user, password) +
                      subscribe_packet(1, "%s/%s/dev/+/up" % (topics.ROOT, HALL)))
     buf = _read_until(s, bytearray(), [0x20, 0x90])
@@ -477,7 +486,7 @@ def echo_responder(host, port, user, password, ready, stop):
             seq = payload[4 + dl + 4:4 + dl + 8]
             ack = bytes([1, messages.ACK, 0, dl]) + dev + b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x00\x01" + seq + bytes(16)
             pid = pid % 65535 + 1
-            out.append(publish_packet(prefix + dev + b"/down", ack, pid=pid))
+            out.append(publish_packet(prefix + dev + b"/down", ack, pid=pid, qos=ack_qos))
         if out:
             data = b"".join(out)
             s.setblocking(True)
@@ -498,7 +507,8 @@ def bridge_main(a):
     if a.switch_interval:
         sys.setswitchinterval(a.switch_interval)
     store = Store(a.db)
-    hub = Hub(store, hall=HALL).start() if a.hub == "real" else NullHub()
+    hub = (Hub(store, hall=HALL, **({"batch_max": a.batch_max} if a.batch_max else {})).start() if a.hub == "real"
+           else NullHub())
     up = None
     if a.hub == "real":  # what bridge/service.py wires on the hub (no [upstream] endpoint: follow-ups, unrated events)
         from pingjia.bridge.upstream import workers
@@ -574,7 +584,7 @@ class NullHub:
 class BridgeProc:
     def __init__(self, db, port=None, user=None, password=None, serial=None, hub="real", ack_qos=1):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "bridge", "--db", str(db), "--hub", hub,
-               "--ack-qos", str(ack_qos)]  # PJ_SWITCH_INTERVAL in the environment reaches the bridge process
+               "--ack-qos", str(ack_qos)]  # PJ_SWITCH_INTERVAL, PJ_BATCH_MAX in the environment reach the bridge process
         if port:
             cmd += ["--mqtt-port", str(port), "--user", user, "--password", password]
         if serial:
@@ -706,7 +716,8 @@ def count_followups(db):
 
 
 def check_store(db, sent):
-    """Against {dev: n} (seqs 1..n ACKed): (rows, lost, duplicated, expected)."""
+    """Against {dev: n} (seqs 1..n ACKed) or {dev: [(first, last), ...]} (ranges ACKed):
+    (rows, lost, duplicated, expected)."""
     import sqlite3
 
     conn = sqlite3.connect(str(db))
@@ -715,8 +726,10 @@ def check_store(db, sent):
     finally:
         conn.close()
     have = set(rows)
-    lost = sum(1 for d, n in sent.items() for s in range(1, n + 1) if (d, s) not in have)
-    return len(rows), lost, len(rows) - len(have), sum(sent.values())
+    ranges = {d: ([(1, v)] if isinstance(v, int) else v) for d, v in sent.items()}
+    want = [(d, s) for d, rs in ranges.items() for lo, hi in rs for s in range(lo, hi + 1)]
+    lost = sum(1 for k in want if k not in have)
+    return len(rows), lost, len(rows) - len(have), len(want)
 
 
 def pct(xs, p):
@@ -726,80 +739,118 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
 
 
+def forget_session(host, port, client_id, user, password):
+    """Drop a client's persistent session on the broker (connect clean, disconnect): the echo phase's
+    events must not queue for the bridge, which would get them at its next start."""
+    s = _connect_raw(host, port, connect_packet(client_id, user, password, clean=True))
+    try:
+        _read_until(s, bytearray(), [0x20])
+        s.sendall(b"\xe0\x00")
+    finally:
+        s.close()
+
+
 def throughput(a):
+    """Rounds of [echo phase, bridge phase] on the same broker and keypads, each phase with fresh
+    seqs (and, for ratings, fresh prompted cases): the ratio of each round compares windows a few
+    seconds apart, and the median over rounds is the figure (the shared machine's speed drifts)."""
     with tempfile.TemporaryDirectory(prefix="pj-ingest-") as wd:
         # enough pre-encoded events that no keypad runs dry at up to --max-rate events/s in total
         nev = a.events or int((a.seconds + a.warmup + 2) * a.max_rate / a.keypads) + 10
-        broker, db, keys, signers = setup(wd, a.keypads, cases_per_keypad=nev if a.kind == "rating" else 0)
+        broker, db, keys, signers = setup(wd, a.keypads, cases_per_keypad=nev * a.rounds if a.kind == "rating" else 0)
         broker.start()
         devs = sorted(keys)
         user, pw = broker.bridge_credentials()
+        acked = {d: [] for d in devs}  # ranges of seqs the bridge ACKed, over all rounds
+        rows = []
         try:
-            # 1. baseline: the same keypads and payloads, an echo responder instead of the bridge
-            base_rate = float("nan")
-            if not a.skip_baseline:
-                ctx = mp.get_context("fork")
-                ready, stop = ctx.Event(), ctx.Event()
-                echo = ctx.Process(target=echo_responder, args=(broker.host, broker.port, user, pw, ready, stop))
-                echo.start()
-                ready.wait(30)
-                base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, kind=a.kind,
-                                 bad_share=a.bad_share)
-                stop.set()
-                echo.join(10)
-                base_rate = base["window_events"] / a.seconds
-                print("baseline  broker pass-through (echo responder, no bridge): %8.0f events/s  (%d keypads, window 1%s)" % (
-                    base_rate, len(devs), ", %d ran dry" % base["dry"] if base["dry"] else ""), flush=True)
-            # the echo run's keypads used seq 1..; the bridge run uses fresh keypad seqs on a fresh store? No:
-            # the store saw nothing (the echo had no store), so the same seqs are new to the bridge.
-            # 2. the bridge
-            br = BridgeProc(db, broker.port, user, pw, hub=a.hub, ack_qos=a.ack_qos)
-            rss_samples = []
-            prof = []
-
-            def profile():  # PJ_PYSPY=/path/to/py-spy: sample the bridge during the measured window
-                spy = os.environ.get("PJ_PYSPY")
-                if spy:
-                    prof.append(subprocess.Popen([spy, "record", "-p", str(br.p.pid), "-d", str(int(a.seconds)), "-r", "250",
-                                                  "-f", "raw", "-o", "/tmp/pj-bridge-profile.txt", "--nonblocking", "--gil"],
-                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-            th0 = br.stats()["threads"]
-            cpu0, sw0 = br.cpu(), br.switches()
-            us0 = br.user_sys
-            res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile,
-                            kind=a.kind, bad_share=a.bad_share)
-            cpu1, sw1 = br.cpu(), br.switches()
-            us1 = br.user_sys
-            for p in prof:
-                p.wait()
-            rss_samples.append(br.rss())
-            mid = br.stats()
-            final = br.stop()
-            rate = res["window_events"] / a.seconds
-            if res["dry"]:
-                print("          (%d keypads ran out of pre-encoded events: raise --max-rate)" % res["dry"])
-            total, lost, extra, expected = check_store(db, res["sent"])
-            cpu_us = (cpu1 - cpu0) / max(1, res["acked"]) * 1e6
-            print("bridge    committed before ACK:                            %8.0f events/s  ratio %.2f of the broker's" % (rate, rate / base_rate), flush=True)
-            print("          store check: %d ACKed events, %d rows, %d lost, %d duplicated (unacked at end: %d)" % (expected, total, lost, extra, res["inflight"]))
+            for rnd in range(a.rounds):
+                seq0 = rnd * nev
+                base_rate = float("nan")
+                if not a.skip_baseline:  # the same keypads and payloads, an echo responder instead of the bridge
+                    forget_session(broker.host, broker.port, "@bridge-" + HALL, user, pw)
+                    ctx = mp.get_context("fork")
+                    ready, stop = ctx.Event(), ctx.Event()
+                    echo = ctx.Process(target=echo_responder, args=(broker.host, broker.port, user, pw, ready, stop, a.ack_qos))
+                    echo.start()
+                    ready.wait(30)
+                    base = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, kind=a.kind,
+                                     bad_share=a.bad_share, seq0=seq0)
+                    stop.set()
+                    echo.join(10)
+                    base_rate = base["window_events"] / a.seconds
+                    print("round %d   baseline: broker pass-through (echo responder, no bridge): %6.0f events/s%s" % (
+                        rnd + 1, base_rate, " (%d keypads ran dry)" % base["dry"] if base["dry"] else ""), flush=True)
+                rate, res, details = bridge_phase(a, broker, db, devs, keys, user, pw, nev, seq0)
+                for d, n in res["sent"].items():
+                    if n:
+                        acked[d].append((seq0 + 1, seq0 + n))
+                rows.append((rate, base_rate))
+                print("round %d   bridge:   committed before ACK:                          %6.0f events/s   ratio %.2f" % (
+                    rnd + 1, rate, rate / base_rate))
+                print("\n".join(details), flush=True)
+            total, lost, extra, expected = check_store(db, acked)
+            print("store     %d ACKed events, %d rows, %d lost, %d duplicated" % (expected, total, lost, extra))
             if a.kind == "rating":
                 nr, multi, uncounted = check_ratings(db)
                 print("          ratings: %d counted (one per case), %d cases rated twice, %d rating events not counted; "
                       "差评 share %.2f, follow-ups opened %d" % (nr, multi, uncounted, a.bad_share, count_followups(db)))
-            print("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core; %.2f context switches per event" % (
-                cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us, (sw1 - sw0) / max(1, res["acked"])))
-            print("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB)" % (len(devs), rss_samples[-1].get("VmRSS", 0), rss_samples[-1].get("VmHWM", 0)))
-            th1, n = mid["threads"], max(1, res["acked"])
-            busy = sorted((th1[t][0] - th0[t][0], t) for t in th1 if t in th0 and th1[t][0] - th0[t][0] >= 0.005 * cpu_us * n / 1e6)
-            print("          by thread, CPU us / context switches per event: %s" % ", ".join(
-                "%s %.0f / %.2f" % (t, d / n * 1e6, (th1[t][1] - th0[t][1]) / n) for d, t in reversed(busy)))
-            h = final.get("hub", mid["hub"])
-            print("          hub: stored %d, duplicates %d, batches %d, max batch %d, rejected %d" % (
-                h.get("stored", 0), h.get("duplicates", 0), h.get("batches", 0), h.get("max_batch", 0), h.get("rejected", 0)))
-            return {"rate": rate, "base": base_rate, "lost": lost, "extra": extra, "rss": rss_samples[-1]}
+            rates = sorted(r for r, _ in rows)
+            ratios = sorted(r / b for r, b in rows)
+            print("median of %d rounds: bridge %.0f events/s (%s), ratio %.2f (%s) of the broker's pass-through" % (
+                len(rows), rates[len(rates) // 2], " / ".join("%.0f" % r for r, _ in rows), ratios[len(ratios) // 2],
+                " / ".join("%.2f" % (r / b) for r, b in rows)))
+            return {"rate": rates[len(rates) // 2], "ratio": ratios[len(ratios) // 2], "lost": lost, "extra": extra}
         finally:
             broker.stop()
+
+
+def bridge_phase(a, broker, db, devs, keys, user, pw, nev, seq0):
+    """One bridge process over the keypads' events seq0+1..: (events/s in the window, fleet results,
+    lines describing the bridge process: CPU, threads, writer, memory)."""
+    out = []
+    br = BridgeProc(db, broker.port, user, pw, hub=a.hub, ack_qos=a.ack_qos)
+    prof = []
+
+    def profile():  # PJ_PYSPY=/path/to/py-spy: sample the bridge during the measured window
+        spy = os.environ.get("PJ_PYSPY")
+        if spy:
+            prof.append(subprocess.Popen([spy, "record", "-p", str(br.p.pid), "-d", str(int(a.seconds)), "-r", "250",
+                                          "-f", "raw", "-o", "/tmp/pj-bridge-profile.txt", "--nonblocking", "--gil"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    st0 = br.stats()
+    cpu0, sw0 = br.cpu(), br.switches()
+    us0 = br.user_sys
+    res = run_fleet(broker.host, broker.port, devs, keys, 1, nev, a.seconds, a.warmup, a.procs, on_ready=profile,
+                    kind=a.kind, bad_share=a.bad_share, seq0=seq0)
+    cpu1, sw1 = br.cpu(), br.switches()
+    us1 = br.user_sys
+    for p in prof:
+        p.wait()
+    rss = br.rss()
+    mid = br.stats()
+    final = br.stop()
+    rate = res["window_events"] / a.seconds
+    if res["dry"]:
+        out.append("          (%d keypads ran out of pre-encoded events: raise --max-rate)" % res["dry"])
+    n = max(1, res["acked"])
+    cpu_us = (cpu1 - cpu0) / n * 1e6
+    out.append("          bridge CPU: %.0f us per event (%.0f%% system), i.e. %.0f events/s per bridge core; %.2f context switches per event" % (
+        cpu_us, 100.0 * (us1[1] - us0[1]) / max(1e-9, cpu1 - cpu0), 1e6 / cpu_us, (sw1 - sw0) / n))
+    th0, th1 = st0["threads"], mid["threads"]
+    busy = sorted((th1[t][0] - th0[t][0], t) for t in th1 if t in th0 and th1[t][0] - th0[t][0] >= 0.005 * cpu_us * n / 1e6)
+    out.append("          by thread, CPU us / context switches per event: %s" % ", ".join(
+        "%s %.0f / %.2f" % (t, d / n * 1e6, (th1[t][1] - th0[t][1]) / n) for d, t in reversed(busy)))
+    w0, w1 = st0["hub"], mid["hub"]
+    if "apply_s" in w1:
+        out.append("          writer thread's time per event (wall): applying %.0f us, committing %.0f us, waiting for events %.0f us" % tuple(
+            (w1[k] - w0[k]) / n * 1e6 for k in ("apply_s", "commit_s", "idle_s")))
+    h = final.get("hub", mid["hub"])
+    out.append("          bridge RSS at %d keypads: %.1f MB (peak %.1f MB); hub: stored %d, duplicates %d, batches %d, max batch %d, "
+          "rejected %d" % (len(devs), rss.get("VmRSS", 0), rss.get("VmHWM", 0), h.get("stored", 0), h.get("duplicates", 0),
+                           h.get("batches", 0), h.get("max_batch", 0), h.get("rejected", 0)))
+    return rate, res, out
 
 
 def replay(a):
@@ -869,6 +920,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--events", type=int, default=0, help="events per keypad (replay: default 200)")
     ap.add_argument("--max-rate", type=float, default=30000, help="throughput: events/s the pre-encoded supply must cover")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput: rounds of [echo phase, bridge phase]; the median is reported")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--kind", choices=["unsolicited", "rating"], default="unsolicited",
                     help="what each event is: an unprompted press (stored for audit) or the rating of "
@@ -890,6 +942,8 @@ def main():
     ap.add_argument("--ack-qos", type=int, choices=[0, 1], default=1, help="QoS of the bridge's ACKs (default 1)")
     ap.add_argument("--switch-interval", type=float, default=float(os.environ.get("PJ_SWITCH_INTERVAL", 0) or 0),
                     help="bridge process: sys.setswitchinterval (default: Python's 5 ms)")
+    ap.add_argument("--batch-max", type=int, default=int(os.environ.get("PJ_BATCH_MAX", 0) or 0),
+                    help="bridge process: the hub's batch_max (default: the Hub's own)")
     ap.add_argument("--hub", choices=["real", "null"], default="real", help="null: transport-only bridge (diagnostics)")
     a = ap.parse_args()
     if a.role == "bridge":
