@@ -17,26 +17,32 @@
 # one event at a time) and forgets the looked-up state (so later ratings look
 # again and see what the general path changed). Same final rows either way: a
 # property test runs random batches both ways and compares the tables.
+from itertools import chain
+
 from ..protocol import messages as m
 from . import attach
 from .store import select_in
 
 _EVENT_HEAD = attach.INSERT_EVENT.split("VALUES")[0] + "VALUES "
 _EVENT_COLS = attach.INSERT_EVENT.count("?")
+_RATING, _UNSOLICITED = m.RATING, m.UNSOLICITED
+_RATING_KIND, _UNSOLICITED_KIND = m.SCHEMA[m.RATING][0], m.SCHEMA[m.UNSOLICITED][0]
+_SQL = {}  # (head, ncols, rows, tail) -> the multi-row statement
 
 
 def insert_many(conn, head, ncols, rows, tail=""):
     """INSERT `rows` with multi-row VALUES: `head` is 'INSERT INTO t (cols) VALUES ', each row ncols values.
     Statements of 64/16/4/1 rows: a handful of distinct statements for sqlite3's statement cache, one
     sqlite3_step (one GIL release) per statement instead of one per row as executemany() does."""
-    one = "(%s)" % ",".join("?" * ncols)
     i, n = 0, len(rows)
     for size in (64, 16, 4, 1):
         if n - i < size:
             continue
-        sql = head + ",".join([one] * size) + tail
+        sql = _SQL.get((head, ncols, size, tail))
+        if sql is None:
+            sql = _SQL[head, ncols, size, tail] = head + ",".join(["(%s)" % ",".join("?" * ncols)] * size) + tail
         while n - i >= size:
-            conn.execute(sql, [v for r in rows[i:i + size] for v in r])
+            conn.execute(sql, list(chain.from_iterable(rows[i:i + size])))
             i += size
 
 
@@ -59,6 +65,11 @@ class Batch:
         # token -> (case_id, project_no, window_id, state, finished_at, prompt_until, prompted device, rated?, its boot)
         self._cases = None  # None: look up at the next rating
         self._orphans = self._used = None
+        # the rules the plain ratings are judged by (attach._rating's expressions, term for term)
+        self._grace_ms = rules.grace_s * 1000
+        self._expire_slack = rules.expire_slack_s
+        self._reason_s = rules.reason_deadline_s()
+        self._settle_s = rules.settle_s
 
     def apply(self, msg, raw, via, received_at, now):
         """attach.apply for one journaled event in this batch: (outcome, effects). Unprompted presses
@@ -70,18 +81,17 @@ class Batch:
         if old is not None:
             return ("duplicate" if old == dig else "replay"), []
         at, clamped = attach.pressed_at(received_at, msg.age_ms)
-        if self.FAST and not clamped and msg.type in (m.UNSOLICITED, m.RATING):
-            row = (msg.device_id, msg.seq, msg.boot, m.SCHEMA[msg.type][0], msg.stars,
-                   getattr(msg, "token", None), None, None, msg.age_ms, getattr(msg, "nth", None), getattr(msg, "dt_ms", None),
-                   dig, via, received_at, at)
-            if msg.type == m.UNSOLICITED:
-                self.events.append(row + (None, "unsolicited"))
+        if self.FAST and not clamped:
+            if msg.type == _RATING:
+                eff = self._rating(msg, dig, via, received_at, at, now)
+                if eff is not None:
+                    self.known[key] = dig
+                    return "stored", eff
+            elif msg.type == _UNSOLICITED:
+                self.events.append((msg.device_id, msg.seq, msg.boot, _UNSOLICITED_KIND, msg.stars, None, None, None,
+                                    msg.age_ms, None, None, dig, via, received_at, at, None, "unsolicited"))
                 self.known[key] = dig
                 return "stored", []
-            eff = self._rating(msg, row, at, now)
-            if eff is not None:
-                self.known[key] = dig
-                return "stored", eff
         self.settle()
         return attach.apply(self.conn, msg, raw, via, received_at, self.rules, now, self.known)
 
@@ -130,9 +140,9 @@ class Batch:
         self._cases = {r[0]: tuple(r[1:]) for r in select_in(self.conn, self.CASES_SQL, {x.token for x in ratings})}
         self._orphans = {(r[0], r[1]) for r in select_in(self.conn, self.ORPHANS_SQL, {x.device_id for x in ratings})}
 
-    def _rating(self, msg, row, at, now):
-        """Attach a plain RATING (`row`: its event row without case_id and disposition). Returns its
-        effects, or None when it is not plain (the caller settles and takes the general path)."""
+    def _rating(self, msg, dig, via, received_at, at, now):
+        """Attach a plain RATING. Returns its effects, or None when it is not plain (the caller settles
+        and takes the general path)."""
         if self._cases is None:
             self._lookup()
         c = self._cases.get(msg.token)
@@ -143,16 +153,16 @@ class Batch:
             return None  # a replacement, a late rating of an unrated case, a closed case, reasons to adopt
         if prompted != msg.device_id or (boot is not None and boot > msg.boot):
             return None  # another keypad's rating; or pressed before a reboot that prompted again (the general path CANCELs)
-        rules = self.rules
         self._used.add(msg.token)
-        if not (finished_at - attach.SLACK_S <= at <= (prompt_until or 0) + rules.expire_slack_s + attach.SLACK_S
-                and msg.dt_ms <= rules.grace_s * 1000):
-            self.events.append(row + (cid, "audit"))
+        counted = (finished_at - attach.SLACK_S <= at <= (prompt_until or 0) + self._expire_slack + attach.SLACK_S
+                   and msg.dt_ms <= self._grace_ms)
+        self.events.append((msg.device_id, msg.seq, msg.boot, _RATING_KIND, msg.stars, msg.token, None, None, msg.age_ms,
+                            msg.nth, msg.dt_ms, dig, via, received_at, at, cid, "counted" if counted else "audit"))
+        if not counted:
             return []
-        self.events.append(row + (cid, "counted"))
         self._ratings.append((cid, 1, msg.stars, msg.device_id, msg.seq, at, now))
         self._closed.append((cid, now))
-        due = max(now, at + rules.reason_deadline_s() + attach.SLACK_S + rules.settle_s)
+        due = max(now, at + self._reason_s + attach.SLACK_S + self._settle_s)
         self._outbox.append(("rating", cid, 1, "rating:%s:1" % project_no, due, now))
         return [("rated", attach.rated_case(cid, project_no, window_id, msg.stars))]
 

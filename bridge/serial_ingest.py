@@ -296,7 +296,7 @@ class SerialIngest:
     ports   list of specs (globs, paths, VID:PID)
     dtr/rts line levels held from before the open (False: an ESP32 auto-reset circuit never
             fires; a board whose USB stack wants DTR to send, e.g. rp2 CDC, may need dtr=True)
-    write_timeout  a keypad that stops reading costs the hub's ACK thread at most this long
+    write_timeout  a keypad that stops reading costs the hub's writer thread at most this long
             per write; the ACK is dropped (counted) and the keypad retransmits
     idle_s  a partial frame quiet this long is a cut frame (the decoder resyncs)
     """

@@ -3,7 +3,9 @@
 # Drains the hub's queue into a batch (up to batch_max items, whatever is
 # waiting: no added latency when idle, large batches under load), applies the
 # batch in ONE transaction (a SAVEPOINT per item isolates a bad item), COMMITs,
-# and only then sends ACKs and commands and runs hooks. When the COMMIT fails
+# and only then sends ACKs and commands and runs hooks, on this same thread:
+# handing them to a thread of their own cost more than it saved, since every
+# Python thread shares one GIL (docs/BENCHMARKS.md, Ingest). When the COMMIT fails
 # for a transient reason (database locked, disk or DB full, I/O) nothing is
 # ACKed: the batch is kept and retried with backoff, the error logged once,
 # recovery logged once. Jobs (case operations, commands) run between batches,
@@ -27,6 +29,7 @@ CACHE_KB = 16000  # SQLite page cache of the writer's connection (the default is
 AUTOCHECKPOINT_PAGES = 10000  # ~40 MB of WAL before a COMMIT checkpoints by itself (default 1,000)
 WAL_KEEP_BYTES = 64 * 1024 * 1024  # a WAL file that grew beyond this is truncated when it restarts
 _STOP = ("stop",)
+_JOURNALED = frozenset(m.JOURNALED)
 
 
 class Writer:
@@ -55,9 +58,6 @@ class Writer:
         self.conn.execute("PRAGMA journal_size_limit = %d" % WAL_KEEP_BYTES)
         # a multi-row statement keeps a statement journal (to undo itself alone): in memory, not a temp file
         self.conn.execute("PRAGMA temp_store = MEMORY")
-        self._out = queue.Queue()  # committed batches: (acks, commands, hooks) for the acker thread
-        self._acker = threading.Thread(target=self._ack_loop, name="hub-acker", daemon=True)
-        self._acker.start()
         self._thread = threading.Thread(target=self._run, name="hub-writer", daemon=True)
         self._thread.start()
 
@@ -68,16 +68,13 @@ class Writer:
             return not self._pending
         self.hub._q.put(_STOP)
         self._thread.join(timeout)
-        self._out.put(None)  # the acker sends what was committed, then ends
-        self._acker.join(timeout)
         flushed = not self._thread.is_alive() and not self._pending
         if not flushed:
             log.error("stopped with uncommitted messages pending=%d (keypads keep them and retransmit)", len(self._pending))
         return flushed
 
     def alive(self, max_age_s):
-        return (self._thread is not None and self._thread.is_alive() and self._acker.is_alive()
-                and time.monotonic() - self._beat < max_age_s)
+        return self._thread is not None and self._thread.is_alive() and time.monotonic() - self._beat < max_age_s
 
     def stats(self):
         s = dict(self.counters)
@@ -86,8 +83,8 @@ class Writer:
         return s
 
     def job(self, fn, timeout, transaction):
-        if threading.current_thread() in (self._thread, getattr(self, "_acker", None)):
-            raise RuntimeError("hub.call from the writer or acker thread (a hook?) would wait for itself; hand off to another thread")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("hub.call from the writer thread (a hook?) would wait for itself; hand off to another thread")
         fut = concurrent.futures.Future()
         self.hub._q.put(("job", fn, fut, transaction))
         return fut.result(timeout)
@@ -152,7 +149,6 @@ class Writer:
     def _job(self, fn, fut, transaction):
         if not fut.set_running_or_notify_cancel():
             return
-        self._out.join()  # ACKs of earlier batches are out: a job sees the world after them
         now = self.hub.clock()
         try:
             if transaction:
@@ -229,14 +225,15 @@ class Writer:
         so only that item is left out (logged, not ACKed)."""
         acks, effects, seen = {}, [], {}
         t0 = time.perf_counter()
+        now = self.hub.clock()  # the bridge's time for every row the batch writes
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            msgs = [it[1] for it in batch if it[0] == "msg" and it[1].type in m.JOURNALED]
+            msgs = [it[1] for it in batch if it[0] == "msg" and it[1].type in _JOURNALED]
             self._batch = Batch(self.conn, self.hub.rules, msgs)
             for item in batch:
                 if not isolate:
                     try:
-                        self._apply(item, acks, effects, seen)
+                        self._apply(item, acks, effects, seen, now)
                     except Exception as e:
                         if is_transient(e):
                             raise
@@ -246,7 +243,7 @@ class Writer:
                 self.conn.execute("SAVEPOINT item")
                 item_acks, item_effects, item_seen = {}, [], {}  # kept only if the item commits
                 try:
-                    self._apply(item, item_acks, item_effects, item_seen)
+                    self._apply(item, item_acks, item_effects, item_seen, now)
                     self._batch.flush()  # the item's rows inside its savepoint
                     self.conn.execute("RELEASE item")
                 except Exception as e:
@@ -301,53 +298,52 @@ class Writer:
         c["max_batch"] = max(c["max_batch"], len(batch))
         c["apply_s"] += t1 - t0
         c["commit_s"] += t2 - t1
-        if self._out.qsize() >= 2:  # the acker is behind (a slow link): don't run ahead of it
-            self._out.join()
-        self._out.put((acks, sends, effects))
+        self._after_commit(acks, sends, effects)
         return True
 
-    def _ack_loop(self):
-        """ACKs, commands and hooks of committed batches, in commit order, while the writer
-        already applies the next batch (its COMMIT's fsync overlaps with the sending)."""
-        while True:
-            item = self._out.get()
-            try:
-                if item is None:
-                    return
-                acks, sends, effects = item
-                t = time.perf_counter()
-                self.counters["acks"] += self.hub.send_acks(acks)
-                self._effects(sends, effects)
-                self.counters["ack_s"] += time.perf_counter() - t
-            except Exception:  # committed already; a keypad missing an ACK retransmits and is ACKed as a duplicate
-                log.exception("sending ACKs/commands after commit failed")
-            finally:
-                self._out.task_done()
+    def _after_commit(self, acks, sends, effects):
+        """ACKs, commands and hooks of a committed batch, in commit order. Links only queue what they
+        send (MQTT: paho's out-queue; serial: the port's buffer), so this is quick."""
+        t = time.perf_counter()
+        try:
+            self.counters["acks"] += self.hub.send_acks(acks)
+            self._effects(sends, effects)
+        except Exception:  # committed already; a keypad missing an ACK retransmits and is ACKed as a duplicate
+            log.exception("sending ACKs/commands after commit failed")
+        self.counters["ack_s"] += time.perf_counter() - t
 
-    def _apply(self, item, acks, effects, seen):
+    def _apply(self, item, acks, effects, seen, now):
         kind = item[0]
         if kind == "msg":
             _, msg, raw, link, at = item
-            seen[msg.device_id] = (max(at, seen.get(msg.device_id, (0,))[0]), link)
-            if msg.type not in m.JOURNALED:
+            dev = msg.device_id
+            last = seen.get(dev)
+            seen[dev] = (at if last is None or at > last[0] else last[0], link)
+            journaled = msg.type in _JOURNALED
+            if not journaled:
                 self._batch.settle()  # HELLO, STATUS change what the batch looked up (journaled: Batch.apply decides)
-            held = self.hub.take_unprompted(msg.device_id)
+            held = self.hub.take_unprompted(dev)
             if held:  # cases finished while the bridge had no link to this keypad: prompt it now that it spoke
                 self._batch.settle()
-                for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
+                for c, remaining in cases.prompted_for(self.conn, dev, now):
                     if c["token"] in held:
                         effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))
-            if msg.type in m.JOURNALED:
-                outcome, eff = self._batch.apply(msg, raw, getattr(link, "name", "?"), at, self.hub.clock())
+            if journaled:
+                outcome, eff = self._batch.apply(msg, raw, getattr(link, "name", "?"), at, now)
                 if outcome == "replay":
                     self.counters["replays"] += 1
-                    self._reject(msg.device_id, "replay", "seq %d seen with other content" % msg.seq, link, at)
+                    self._reject(dev, "replay", "seq %d seen with other content" % msg.seq, link, at)
                     return
                 self.counters["stored" if outcome == "stored" else "duplicates"] += 1
-                acks.setdefault((msg.device_id, link), []).append(msg.seq)
-                effects.extend(eff)
+                k = (dev, link)
+                if k in acks:
+                    acks[k].append(msg.seq)
+                else:
+                    acks[k] = [msg.seq]
+                if eff:
+                    effects += eff
             elif msg.type == m.HELLO:
-                self._hello(msg, link, at, effects)
+                self._hello(msg, link, at, effects, now)
             elif msg.type == m.STATUS:
                 self.conn.execute(
                     """UPDATE devices SET uptime_s=?, journal_depth=?, journal_cap=?, free_heap=?, rssi=?, status_flags=?,
@@ -369,7 +365,7 @@ class Writer:
             _, dev, code, detail, link, at = item
             self._reject(dev, code, detail, link, at)
 
-    def _hello(self, msg, link, at, effects):
+    def _hello(self, msg, link, at, effects, now):
         old = self.conn.execute("SELECT boot FROM devices WHERE device_id = ?", (msg.device_id,)).fetchone()
         if old is not None and old[0] is not None and msg.boot < old[0]:
             return  # a stale HELLO from an earlier boot, delivered late
@@ -379,11 +375,10 @@ class Writer:
                            msg.device_id))
         log.info("keypad hello device=%s fw=%s board=%s boot=%d link=%s", msg.device_id, msg.fw, msg.board, msg.boot,
                  getattr(link, "name", ""))
-        now = self.hub.clock()
         effects.append(("command", msg.device_id, m.TIME, {"unix_s": int(now)}))  # for its display only
         effects.append(("command", msg.device_id, m.CONFIG, {"items": self.hub.rules.keypad_config()}))
         if old is None or old[0] != msg.boot:  # rebooted: prompts it had open are gone, send them again
-            for c, remaining in cases.prompted_for(self.conn, msg.device_id, self.hub.clock()):
+            for c, remaining in cases.prompted_for(self.conn, msg.device_id, now):
                 effects.append(cases._prompt_effect(self.conn, c, self.hub.rules, remaining))
 
     def _reject(self, dev, code, detail, link, at):
