@@ -31,6 +31,19 @@ from ..protocol import messages, topics
 
 _ACK = messages.ACK
 _PUBACK = struct.Struct("!BBH")
+_MID = struct.Struct("!H")
+
+
+def _publish_head(topic_bytes, payload_len):
+    """The bytes of a QoS 1 PUBLISH before its packet id: type, remaining length, topic."""
+    n = 4 + len(topic_bytes) + payload_len  # topic length, topic, packet id, payload
+    head = bytearray(b"\x32")
+    while True:  # remaining length (MQTT variable byte integer)
+        b, n = n & 127, n >> 7
+        head.append(b | 128 if n else b)
+        if not n:
+            break
+    return bytes(head) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
 
 log = logging.getLogger("pingjia.bridge.mqtt")
 
@@ -43,10 +56,11 @@ class _BufferedSocket:
     buffered bytes are waiting so it doesn't block in select() (the same hook
     paho uses for TLS sockets)."""
 
-    __slots__ = ("_sock", "_buf", "_pos", "_corked", "_wbuf")
+    __slots__ = ("_sock", "_buf", "_pos", "_corked", "_wbuf", "fileno")
 
     def __init__(self, sock):
         self._sock = sock
+        self.fileno = sock.fileno  # select() asks for it on every pass of paho's loop
         self._buf = b""
         self._pos = 0
         self._corked = False
@@ -128,9 +142,6 @@ class _BufferedSocket:
         inner = getattr(self._sock, "pending", None)
         return len(self._buf) - self._pos + (inner() if inner else 0)
 
-    def fileno(self):
-        return self._sock.fileno()
-
     def __getattr__(self, name):  # send, setblocking, close, setsockopt, ...
         return getattr(self._sock, name)
 
@@ -174,6 +185,10 @@ class _Client(mqtt.Client):
 
     fast_on_message = None  # callable(topic_bytes, payload_bytes, retain) for QoS 1 on MQTT 3.1.1
 
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._publish_heads = {}  # (topic, payload length) -> PUBLISH bytes before the packet id
+
     def _create_socket(self):
         return _BufferedSocket(super()._create_socket())
 
@@ -211,36 +226,34 @@ class _Client(mqtt.Client):
         if self._protocol == mqtt.MQTTv5 or self._max_inflight_messages or self._max_queued_messages:
             return sum(1 for t, p in items if self.publish_qos1(t, p) == mqtt.MQTT_ERR_SUCCESS)
         now = mqtt.time_func()
-        new_msg, out_packet, queued = mqtt.MQTTMessage.__new__, self._out_packet, 0
+        new_msg, out_packet, queued, heads = mqtt.MQTTMessage.__new__, self._out_packet, 0, self._publish_heads
+        info = _LightInfo(0)  # shared: nobody waits on an ACK's delivery (publish_qos1 gives each its own)
+        with self._mid_generate_mutex:  # the batch's mids in one go, as paho's _mid_generate hands them out
+            first = self._last_mid
+            self._last_mid = (first + len(items) - 1) % 65535 + 1 if items else first
         with self._out_message_mutex:
             out = self._out_messages
-            for topic_bytes, payload in items:
-                mid = self._mid_generate()
+            for i, (topic_bytes, payload) in enumerate(items):
+                mid = (first + i) % 65535 + 1
                 if mid in out:
                     continue  # 65,535 unacknowledged already: dropped, the keypad retransmits
                 m = new_msg(mqtt.MQTTMessage)
                 m.mid, m._topic, m.payload, m.qos, m.retain, m.dup = mid, topic_bytes, payload, 1, False, False
-                m.properties, m.timestamp, m.info = None, now, _LightInfo(mid)
+                m.properties, m.timestamp, m.info = None, now, info
                 out[mid] = m
                 if self._sock is None:  # sent by paho's resend after the reconnect, like publish()
                     m.state = mqtt.mqtt_ms_publish
-                    m.info.rc = mqtt.MQTT_ERR_NO_CONN
                     continue
                 self._inflight_messages += 1
                 m.state = mqtt.mqtt_ms_wait_for_puback
-                n = 4 + len(topic_bytes) + len(payload)  # topic length, topic, mid, payload
-                packet = bytearray(b"\x32")  # PUBLISH, QoS 1
-                while True:  # remaining length (MQTT variable byte integer)
-                    b, n = n & 127, n >> 7
-                    packet.append(b | 128 if n else b)
-                    if not n:
-                        break
-                packet += len(topic_bytes).to_bytes(2, "big")
-                packet += topic_bytes
-                packet += mid.to_bytes(2, "big")
-                packet += payload
+                head = heads.get((topic_bytes, len(payload)))
+                if head is None:  # PUBLISH QoS 1, remaining length, topic: the same for every ACK to a keypad
+                    if len(heads) > 100000:
+                        heads.clear()
+                    head = heads[topic_bytes, len(payload)] = _publish_head(topic_bytes, len(payload))
+                packet = head + _MID.pack(mid) + payload
                 out_packet.append({"command": mqtt.PUBLISH, "mid": mid, "qos": 1, "pos": 0,
-                                   "to_process": len(packet), "packet": packet, "info": m.info})
+                                   "to_process": len(packet), "packet": packet, "info": info})
                 queued += 1
         if queued:
             self._wake_loop()
@@ -276,35 +289,49 @@ class _Client(mqtt.Client):
         got = sock.next_packet()
         if got is None:  # not a whole packet buffered yet: paho reads it piecewise
             return super()._packet_read()
-        cmd, body = got
-        if (cmd & 0xF6) == 0x32 and self.fast_on_message is not None and self._protocol != mqtt.MQTTv5 \
-                and len(body) >= 4 + ((body[0] << 8) | body[1]):
-            # a QoS 1 PUBLISH (one per keypad event), handed over as _handle_publish does but
-            # without paho's _in_packet dicts and _packet_handle dispatch; PUBACK after the handler
-            tl = (body[0] << 8) | body[1]
-            mid = (body[2 + tl] << 8) | body[3 + tl]
-            with self._in_callback_mutex:
-                self.fast_on_message(body[2:2 + tl], body[4 + tl:], cmd & 0x01)
-            rc = self._packet_queue(mqtt.PUBACK, _PUBACK.pack(0x40, 2, mid), mid, 1)
-        elif cmd == 0x40 and len(body) == 2 and self.on_publish is None and self._protocol != mqtt.MQTTv5 \
-                and not self._max_inflight_messages:
-            # the broker's PUBACK for one of our ACKs: what _handle_pubackcomp does, without the dicts
-            with self._out_message_mutex:
-                msg = self._out_messages.pop((body[0] << 8) | body[1], None)
-                if msg is not None:
-                    msg.info._set_as_published()
-                    if msg.qos > 0:
-                        self._inflight_messages -= 1
-            rc = mqtt.MQTT_ERR_SUCCESS
-        else:
-            self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
-                               "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0}
-            try:
-                rc = self._packet_handle()
-            except mqtt.MalformedPacket:
-                rc = mqtt.MQTT_ERR_PROTOCOL
-            self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
-                               "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        if self._protocol == mqtt.MQTTv5:
+            return self._handle_whole(*got)
+        # every whole packet in the buffer in one go: the QoS 1 PUBLISHes (one per keypad event) and
+        # the PUBACKs of our ACKs are handled here, without paho's per-packet dicts, dispatch and locks;
+        # any other packet goes to paho's own handling, after which paho's loop takes over again
+        handler, out_packet, out = self.fast_on_message, self._out_packet, self._out_messages
+        fast_puback = self.on_publish is None and not self._max_inflight_messages
+        rc = mqtt.MQTT_ERR_SUCCESS
+        with self._in_callback_mutex:
+            while got is not None:
+                cmd, body = got
+                if (cmd & 0xF6) == 0x32 and handler is not None and len(body) >= 4 + ((body[0] << 8) | body[1]):
+                    tl = (body[0] << 8) | body[1]
+                    handler(body[2:2 + tl], body[4 + tl:], cmd & 0x01)
+                    mid = (body[2 + tl] << 8) | body[3 + tl]  # PUBACK after the handler, as paho does
+                    out_packet.append({"command": mqtt.PUBACK, "mid": mid, "qos": 1, "pos": 0, "to_process": 4,
+                                       "packet": _PUBACK.pack(0x40, 2, mid), "info": None})
+                elif cmd == 0x40 and len(body) == 2 and fast_puback:
+                    with self._out_message_mutex:  # what _handle_pubackcomp does for a QoS 1 message
+                        msg = out.pop((body[0] << 8) | body[1], None)
+                        if msg is not None:
+                            msg.info._set_as_published()
+                            if msg.qos > 0:
+                                self._inflight_messages -= 1
+                else:
+                    break
+                got = sock.next_packet()
+        if got is not None:
+            rc = self._handle_whole(*got)
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
+
+    def _handle_whole(self, cmd, body):
+        """A whole packet from the buffer through paho's own handling."""
+        self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0}
+        try:
+            rc = self._packet_handle()
+        except mqtt.MalformedPacket:
+            rc = mqtt.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
         return rc
