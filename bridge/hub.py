@@ -54,7 +54,7 @@ def _ack(head, boot, cmd_seq, seqs, signer):
 
 
 class Hub:
-    def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=500,
+    def __init__(self, store, rules=None, hall="", clock=time.time, batch_max=200,
                  reject_log_interval_s=300.0, max_queue=100000, device_log_days=90, checkpoint_s=1.0):
         self.store = store
         self.rules = rules or cases.Rules()

@@ -1,7 +1,9 @@
 # pingjia.bridge.writer: the hub's single writer thread: group commit, then ACK.
 #
 # Drains the hub's queue into a batch (up to batch_max items, whatever is
-# waiting: no added latency when idle, large batches under load), applies the
+# waiting: no added latency when idle, large batches under load; capped so that
+# under a burst part of the keypads' events are on their way back while a
+# batch is applied, instead of all of them waiting for it), applies the
 # batch in ONE transaction (a SAVEPOINT per item isolates a bad item), COMMITs,
 # and only then sends ACKs and commands and runs hooks, on this same thread:
 # handing them to a thread of their own cost more than it saved, since every
@@ -33,7 +35,7 @@ _JOURNALED = frozenset(m.JOURNALED)
 
 
 class Writer:
-    def __init__(self, hub, batch_max=500, reject_log_interval_s=300.0):
+    def __init__(self, hub, batch_max=200, reject_log_interval_s=300.0):
         self.hub = hub
         self.batch_max = batch_max
         self.reject_log_interval_s = reject_log_interval_s
@@ -45,6 +47,7 @@ class Writer:
         self._batch = None  # bridge/batch.py: the open batch's lookups and deferred rows
         self._reject_log = {}  # (device, reason) -> [last logged at, suppressed since]
         self._stopped = threading.Event()
+        self._stop_asked = False
         self.counters = {"stored": 0, "duplicates": 0, "replays": 0, "acks": 0, "batches": 0,
                          "commit_failures": 0, "max_batch": 0,
                          "apply_s": 0.0, "commit_s": 0.0, "ack_s": 0.0, "idle_s": 0.0}  # time spent per phase, cumulative
@@ -66,6 +69,7 @@ class Writer:
             return True
         if not self._thread.is_alive():
             return not self._pending
+        self._stop_asked = True  # seen even while a full batch is retried without reading the queue
         self.hub._q.put(_STOP)
         self._thread.join(timeout)
         flushed = not self._thread.is_alive() and not self._pending
@@ -124,6 +128,8 @@ class Writer:
         q = self.hub._q
         if batch and not stopping:
             time.sleep(wait)  # back off before retrying a failed commit
+            if len(batch) >= self.batch_max:  # retried as it is; what is queued behind it waits its turn
+                return batch, None, self._stop_asked
         t = time.perf_counter()
         try:
             item = q.get_nowait() if batch or stopping else q.get(timeout=wait)

@@ -236,7 +236,7 @@ def test_a_full_batch_of_ratings_uses_indexes_only(store, rules, clock, link):
             cases.open_case(conn, {"project_no": "P%03d" % i, "window_id": "B%03d" % i}, clock.t - 60)
             cases.finish(conn, "P%03d" % i, rules, clock.t - 5)
     tokens = {r[0]: r[1] for r in conn.execute("SELECT device_id, token FROM cases")}
-    hub = Hub(store, rules=rules, hall="test", clock=clock).start(timer=False)
+    hub = Hub(store, rules=rules, hall="test", clock=clock, batch_max=n).start(timer=False)
     try:
         hold, held = threading.Event(), threading.Event()
 
