@@ -14,9 +14,9 @@ import threading
 import time
 
 from ..protocol import messages as m
-from ..protocol.auth import Signer
 from ..protocol.errors import ProtocolError
 from . import cases, devices
+from .fastdecode import HostSigner
 from .fastdecode import decode_event as _fast_decode
 from .store import Checkpointer
 from .writer import Writer
@@ -144,7 +144,7 @@ class Hub:
             conn.close()
         with self._keys_lock:
             old = self._signers
-            self._signers = {d: (old[d] if d in old and old[d]._key == k else Signer(k)) for d, k in keys.items()}
+            self._signers = {d: (old[d] if d in old and old[d]._key == k else HostSigner(k)) for d, k in keys.items()}
             for d, b in boots.items():
                 if b is not None and b > self._boot.get(d, -1):
                     self._boot[d] = b

@@ -104,3 +104,20 @@ def test_hub_uses_same_result(tmp_path):
     assert decode_event(raw[:-1] + bytes([raw[-1] ^ 1]), {"KP-1": s}.get) == ("KP-1", None)
     dev, msg = decode_event(raw, {"KP-1": s}.get)
     assert msg == m.decode(raw, s) and msg.stars == 3 and msg.seq == 5
+
+
+def test_host_signer_macs_equal_the_protocol_signer():
+    """The hub signs ACKs and checks events with HostSigner: same 16 bytes as the keypad's Signer and
+    as hmac, for any key and message length (over SHA-256's 64-byte block too)."""
+    import hashlib
+    import hmac
+
+    from pingjia.bridge.fastdecode import HostSigner
+
+    rnd = random.Random(7)
+    for n in (0, 1, 55, 56, 63, 64, 65, 127, 128, 200, 511):
+        key, data = rnd.randbytes(32), rnd.randbytes(n)
+        host = HostSigner(key)
+        assert host.mac(data) == Signer(key).mac(data) == hmac.new(key, data, hashlib.sha256).digest()[:16]
+        assert host.mac(data) == host.mac(data)  # the stored states are copied, not consumed
+        assert host.mac(data + b"x") != host.mac(data)
