@@ -187,4 +187,16 @@ CREATE INDEX ratings_bad ON ratings(case_id) WHERE assess_number = 1 AND stars <
 CREATE INDEX cases_unrated ON cases(case_id) WHERE state = 'unrated';
 """,
     ),
+    (
+        "0005_cases_finished",
+        """
+-- Reports (评价率, 满意率 per day, week, month) and the status page's "today" select cases by the time
+-- they were finished: a day's report reads that day's cases, not the hall's whole history, and a case
+-- opened days ago and finished today counts today, as it does in the report. Written once per case,
+-- when it is finished (a rating does not change finished_at).
+CREATE INDEX cases_finished ON cases(finished_at);
+-- the status page lists the open 差评 follow-ups by deadline: the few open ones, not every one ever opened
+CREATE INDEX followups_open ON followups(deadline) WHERE closed_at IS NULL;
+""",
+    ),
 ]

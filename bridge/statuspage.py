@@ -16,7 +16,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 SATISFIED_MIN = 3  # 满意率 counts 基本满意 and better; 1-2 stars are 差评
 
-CASE_SPAN_S = 86400  # "today" covers cases opened up to a day before midnight (finished or rated today)
+CASE_SPAN_S = 86400  # a rating pressed or changed today is of a case finished at most this long before midnight
 STALE_S = 90  # an "online" keypad silent for longer than this has missed its heartbeats
 REJECT_ALERT_S = 600  # a message rejected (bad MAC, replay...) this recently is worth an alert
 JOURNAL_ALERT = 10  # unacknowledged events on a keypad worth an alert
@@ -120,8 +120,9 @@ def first_case_since(conn, since):
     """A lower bound for the case_id of cases opened at or after `since`.
 
     Case ids grow in the order cases are opened (INTEGER PRIMARY KEY), so a binary
-    search over the primary key finds today's cases in O(log n) without a time
-    index; every query below adds `case_id >= bound` and reads only recent rows.
+    search over the primary key finds the cases opened today in O(log n) without an
+    index on opened_at; the queries below read those by `case_id >= bound` and the
+    cases finished today by the index on finished_at: only today's rows.
     """
     lo = conn.execute("SELECT min(case_id) FROM cases").fetchone()[0]  # two statements: each is O(1)
     hi = conn.execute("SELECT max(case_id) FROM cases").fetchone()[0]
@@ -138,23 +139,29 @@ def first_case_since(conn, since):
     return lo
 
 
+# Today's cases: opened today (case ids from `first` on) or finished today (index cases_finished),
+# however long ago they were opened. 评价率 and 满意率 count the cases finished today, as the
+# report of the day does (bridge/reports.py).
+TODAY = "(c.case_id >= :first OR c.finished_at >= :day) AND (c.opened_at >= :day OR c.finished_at >= :day)"
+
+
 def _today(conn, day, first):
     dist = {s: 0 for s in LEVELS}
     for r in _rows(
         conn,
-        """SELECT r.stars, count(*) AS n FROM ratings r JOIN cases c ON c.case_id = r.case_id
-           WHERE r.case_id >= ? AND r.assess_number = 1 AND c.finished_at >= ? GROUP BY r.stars""",
-        (first, day),
+        """SELECT r.stars, count(*) AS n FROM cases c JOIN ratings r ON r.case_id = c.case_id AND r.assess_number = 1
+           WHERE c.finished_at >= ? AND c.state != 'cancelled' GROUP BY r.stars""",
+        (day,),
     ):
         dist[r["stars"]] = r["n"]
     c = _rows(
         conn,
         """SELECT count(*) AS opened,
-                  sum(finished_at IS NOT NULL AND state != 'cancelled') AS finished,
-                  sum(state = 'unrated') AS unrated,
-                  sum(state IN ('open', 'prompted')) AS in_progress
-           FROM cases WHERE case_id >= ? AND (opened_at >= ? OR finished_at >= ?)""",
-        (first, day, day),
+                  sum(c.finished_at >= :day AND c.state != 'cancelled') AS finished,
+                  sum(c.state = 'unrated') AS unrated,
+                  sum(c.state IN ('open', 'prompted')) AS in_progress
+           FROM cases c WHERE """ + TODAY,
+        {"first": first, "day": day},
     )[0]
     finished = c["finished"] or 0
     rated = sum(dist.values())
@@ -178,39 +185,39 @@ def _per_window(conn, day, first):
     for r in _rows(
         conn,
         """SELECT c.window_id,
-                  sum(c.finished_at IS NOT NULL AND c.state != 'cancelled') AS finished,
-                  count(r.case_id) AS rated,
-                  sum(r.stars >= ?) AS satisfied,
+                  sum(c.finished_at >= :day AND c.state != 'cancelled') AS finished,
+                  sum(r.case_id IS NOT NULL AND c.finished_at >= :day AND c.state != 'cancelled') AS rated,
+                  sum(r.stars >= :good AND c.finished_at >= :day AND c.state != 'cancelled') AS satisfied,
                   sum(c.state IN ('open', 'prompted')) AS in_progress,
                   sum(c.state = 'prompted') AS prompting
            FROM cases c LEFT JOIN ratings r ON r.case_id = c.case_id AND r.assess_number = 1
-           WHERE c.case_id >= ? AND (c.opened_at >= ? OR c.finished_at >= ?)
-           GROUP BY +c.window_id""",  # "+": read the recent cases, never walk all cases by window
-        (SATISFIED_MIN, first, day, day),
+           WHERE """ + TODAY + """
+           GROUP BY +c.window_id""",  # "+": read today's cases, never walk all cases by window
+        {"good": SATISFIED_MIN, "first": first, "day": day},
     ):
         out[r["window_id"]] = r
     for r in _rows(
         conn,
         """SELECT c.window_id, r.stars, max(r.pressed_at) AS at
-           FROM ratings r JOIN cases c ON c.case_id = r.case_id
-           WHERE r.case_id >= ? AND r.pressed_at >= ? GROUP BY +c.window_id""",
-        (first, day),
+           FROM cases c CROSS JOIN ratings r ON r.case_id = c.case_id
+           WHERE c.finished_at >= ? AND r.pressed_at >= ? GROUP BY +c.window_id""",  # CROSS: cases first, by finished_at
+        (day - CASE_SPAN_S, day),
     ):
         out.setdefault(r["window_id"], {})["last_stars"] = r["stars"]
         out[r["window_id"]]["last_at"] = r["at"]
     return out
 
 
-def _recent_ratings(conn, day, first, limit=12):
+def _recent_ratings(conn, day, limit=12):
     rows = _rows(
         conn,
         """SELECT r.case_id, r.assess_number, r.stars, r.reasons, r.device_id, r.pressed_at,
                   c.project_no, c.window_id, coalesce(w.name, '') AS window_name,
                   c.task_name, c.clerk_name
-           FROM ratings r JOIN cases c ON c.case_id = r.case_id
+           FROM cases c CROSS JOIN ratings r ON r.case_id = c.case_id
            LEFT JOIN windows w ON w.window_id = c.window_id
-           WHERE r.case_id >= ? AND r.updated_at >= ? ORDER BY r.updated_at DESC, r.pressed_at DESC LIMIT ?""",
-        (first, day, limit),
+           WHERE c.finished_at >= ? AND r.updated_at >= ? ORDER BY r.updated_at DESC, r.pressed_at DESC LIMIT ?""",
+        (day - CASE_SPAN_S, day, limit),
     )
     for r in rows:
         r["label"] = LEVELS.get(r["stars"], "")
@@ -256,7 +263,7 @@ def hall(conn, now=None):
     now = time.time() if now is None else now
     day = day_start(now)
     fleet = keypads(conn, now)
-    first = first_case_since(conn, day - CASE_SPAN_S)
+    first = first_case_since(conn, day)
     per = _per_window(conn, day, first)
     windows = []
     for k in sorted((k for k in fleet if k["window_id"]), key=lambda k: k["window_id"]):
@@ -280,7 +287,7 @@ def hall(conn, now=None):
         "windows": windows,
         "spares": [k for k in fleet if not k["window_id"]],
         "alerts": _alerts(fleet),
-        "ratings": _recent_ratings(conn, day, first),
+        "ratings": _recent_ratings(conn, day),
         "followups": _followups(conn, now),
     }
 

@@ -132,3 +132,14 @@ def test_http_route_for_the_bridge_server(hall):
     assert st == 200 and json.loads(body)["pending"] == 10  # 7 ratings + 3 unrated cases in the outbox, none sent
     assert reports.route(store, "GET", "/api/hall") is None
     assert reports.route(store, "POST", "/api/report")[0] == 405
+
+
+def test_a_days_report_reads_that_days_cases_only(hall):
+    """The report of a day (or a week, a month) finds its cases through the index on finished_at, so
+    asking for yesterday does not read the hall's whole history."""
+    from tests.sqlplan import full_reads, statements_of
+
+    statements = statements_of(hall, lambda: reports.report(hall, by="window", period="day", since=SINCE, until=SINCE + DAY))
+    assert full_reads(hall, statements, small=("windows", "days", "base", "keys", "p", "k", "a")) == []  # CTEs, windows
+    assert any("cases_finished" in line for sql in statements for line in
+               (r[3] for r in hall.execute("EXPLAIN QUERY PLAN " + sql)))

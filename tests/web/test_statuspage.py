@@ -124,3 +124,40 @@ def test_first_case_since_reads_only_recent_cases(tmp_path):
     for since, first in got.items():  # the bound keeps exactly the cases opened since then
         kept = [r[0] for r in conn.execute("SELECT case_id FROM cases WHERE case_id >= ?", (first,))]
         assert kept == [r[0] for r in conn.execute("SELECT case_id FROM cases WHERE opened_at >= ?", (since,))]
+
+
+def test_today_counts_a_case_finished_today_however_long_ago_it_was_opened(hall_db):
+    """A matter opened three days ago and finished (and rated) this morning is one of today's: in the
+    hall's counts, its window's card and the latest ratings, and the page agrees with the day's report."""
+    from pingjia.bridge import reports
+
+    _, conn = hall_db
+    now = time.time()
+    day = statuspage.day_start(now)
+    before = statuspage.hall(conn, now)
+    done = max(day + 1, now - 30)
+    # opened before every case of the morning, so its id is below theirs (ids are given at opening)
+    conn.execute("""INSERT INTO cases (case_id, project_no, window_id, task_name, state, device_id, opened_at, finished_at,
+                    closed_at) VALUES (0, 'OLD-1', 'W02', '承诺件', 'rated', 'KP-0002', ?, ?, ?)""", (day - 3 * 86400, done, done))
+    conn.execute("INSERT INTO ratings (case_id, stars, device_id, seq, pressed_at, updated_at) "
+                 "VALUES (0, 4, 'KP-0002', 900, ?, ?)", (done, done))
+    conn.commit()
+    h = statuspage.hall(conn, now)
+    assert (h["today"]["finished"], h["today"]["rated"]) == (before["today"]["finished"] + 1, before["today"]["rated"] + 1)
+    card = lambda model: next(w for w in model["windows"] if w["window_id"] == "W02")["today"]  # noqa: E731
+    assert (card(h)["finished"], card(h)["rated"]) == (card(before)["finished"] + 1, card(before)["rated"] + 1)
+    assert "OLD-1" in [r["project_no"] for r in h["ratings"]]
+    (rep,) = reports.report(conn, by="hall", period="all", since=day, until=day + 86400, now=now)
+    assert (rep["finished"], rep["rated"], rep["satisfied"]) == (h["today"]["finished"], h["today"]["rated"],
+                                                                  h["today"]["satisfied"])
+
+
+def test_page_reads_only_todays_cases(hall_db):
+    """Every statement behind the page reads the growing tables (cases, ratings, follow-ups) by index:
+    refreshed every few seconds, it costs the same in a hall with years of cases as on its first day."""
+    from tests.sqlplan import full_reads, statements_of
+
+    _, conn = hall_db
+    statements = statements_of(conn, lambda: statuspage.hall(conn))
+    assert any("FROM cases" in sql for sql in statements) and any("FROM followups" in sql for sql in statements)
+    assert full_reads(conn, statements, small=("w", "d")) == []  # windows and their keypads: one row per window
