@@ -1,7 +1,8 @@
 # pingjia.bridge.service: config -> store -> hub -> transports -> HTTP, under systemd.
 #
 # `run(cfg)` blocks until SIGTERM/SIGINT (or `stop` is set) and returns the exit
-# code. systemd: READY=1 once the HTTP API listens and transports started;
+# code. systemd: EXTEND_TIMEOUT_USEC before each pending database migration (an
+# upgrade may index years of rows); READY=1 once the HTTP API listens and transports started;
 # WATCHDOG=1 every WatchdogSec/2 while the hub's writer thread is healthy;
 # STOPPING=1 at shutdown. Datagrams go straight to $NOTIFY_SOCKET (no dependency).
 # Shutdown order: the hub refuses new messages, commits and ACKs what it holds
@@ -22,6 +23,8 @@ from .hub import Hub
 from .store import Store
 
 log = logging.getLogger("pingjia.bridge.service")
+
+MIGRATION_TIMEOUT_S = 600  # start time systemd allows for each pending database migration
 
 
 class Notifier:
@@ -162,7 +165,10 @@ def run(cfg, stop=None, notifier=None, on_ready=None):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     store = Store(cfg.bridge["db"])
-    store.migrate()
+    # a pending migration may build an index over years of rows (seconds here, longer on a slow disk):
+    # each one extends systemd's start timeout (TimeoutStartSec) instead of being killed and restarted
+    store.migrate(before=lambda name: notifier.send("EXTEND_TIMEOUT_USEC=%d\nSTATUS=applying database migration %s"
+                                                    % (MIGRATION_TIMEOUT_S * 1000000, name)))
     store.links_unknown()  # online again when heard
     parts = {}
     try:

@@ -92,8 +92,10 @@ class Store:
         finally:
             conn.close()
 
-    def migrate(self):
-        """Create the file if needed, switch to WAL, apply pending migrations. Returns applied names."""
+    def migrate(self, before=None):
+        """Create the file if needed, switch to WAL, apply pending migrations. Returns applied names.
+        `before(name)` is called before each pending one (an index over years of a hall's rows takes
+        a while: the service tells systemd, so its start timeout does not kill it midway)."""
         try:
             conn = self.connect()
         except sqlite3.Error as e:
@@ -107,6 +109,9 @@ class Store:
             for name, sql in migrations.MIGRATIONS:
                 if name in done:
                     continue
+                if before is not None:
+                    before(name)
+                log.info("migration started name=%s db=%s", name, self.path)
                 with transaction(conn):
                     for stmt in _statements(sql):
                         conn.execute(stmt)

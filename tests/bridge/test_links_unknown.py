@@ -1,4 +1,4 @@
-"""A (re)started or stopped bridge does not show keypads online that it has not heard."""
+"""Starting and stopping the bridge: keypads it has not heard are not shown online; an upgrade migrates its store under systemd."""
 import threading
 
 from pingjia.bridge import config, devices, service
@@ -44,3 +44,37 @@ def test_online_flags_are_cleared_at_start_and_at_stop(tmp_path):
     t.join(30)
     assert seen["at_start"] == 0
     assert online(db) == 0
+
+
+def test_an_upgrade_migrating_a_hall_store_asks_systemd_for_time_first(tmp_path, monkeypatch):
+    """A bridge upgraded in place finds migrations pending (an index over years of cases takes a
+    while on a slow disk): before each, it extends systemd's start timeout and says what it is doing,
+    then migrates and only then reports READY."""
+    import socket
+
+    from pingjia.bridge import migrations
+
+    db = str(tmp_path / "b.db")
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])  # the store of an older release
+        Store(db).migrate()
+    pending = [name for name, _ in migrations.MIGRATIONS[3:]]
+    assert pending
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(sock_path)
+        sock.settimeout(30)
+        cfg = config.validate({"bridge": {"db": db, "http_listen": "127.0.0.1:0", "watchdog": False},
+                               "serial": {"ports": [str(tmp_path / "none*")]}, "mqtt": {"enabled": False}})
+        stop = threading.Event()
+        t = threading.Thread(target=service.run, args=(cfg, stop), kwargs={"notifier": service.Notifier(sock_path),
+                                                                          "on_ready": lambda *a: stop.set()})
+        t.start()
+        got = []
+        while not got or not got[-1].startswith("READY=1"):
+            got.append(sock.recv(4096).decode())
+        t.join(30)
+    assert got[:-1] == ["EXTEND_TIMEOUT_USEC=600000000\nSTATUS=applying database migration %s" % n for n in pending]
+    conn = Store(db).connect()
+    assert [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY rowid")] == [n for n, _ in migrations.MIGRATIONS]
+    conn.close()
