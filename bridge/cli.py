@@ -1,4 +1,4 @@
-# pingjia.bridge.cli: the bridge's commands (run, status, devices, device ..., windows, cases ..., log).
+# pingjia.bridge.cli: the bridge's commands (run, status, devices, device ..., windows, cases ..., log, backup).
 #
 # Device and window commands work on the SQLite file directly (a running
 # bridge picks up keys within seconds). Case commands always go through the
@@ -71,7 +71,7 @@ def _table(rows, cols):
 
 
 def register(group):
-    for cmd in (run, check_config, status, devices_cmd, device, windows, cases, log_cmd):
+    for cmd in (run, check_config, status, devices_cmd, device, windows, cases, log_cmd, backup):
         group.add_command(cmd)
 
 
@@ -398,3 +398,22 @@ def log_cmd(device_id, audit, limit, db_path, config_path):
     for r in rows:
         r["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
     _table(rows, list(rows[0]) if rows else ["at"])
+
+
+@click.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@DB_OPT
+@CONFIG_OPT
+def backup(dest, db_path, config_path):
+    """Copy the bridge's database to DEST, also while it runs: one committed state, checked, one file.
+
+    DEST must not exist. Nothing is migrated first, so a backup taken before an upgrade holds the
+    old schema. To restore: stop the bridge, put the copy in place of the database file, delete
+    the file's -wal and -shm beside it, start the bridge."""
+    store = Store(db_path or load_config(config_path).bridge["db"])
+    try:
+        r = store.backup(dest)
+    except StoreError as e:
+        _fail(str(e))
+    click.echo("backup %s -> %s: %.1f MB, schema %s, %.1f s" % (store.path, dest, r["bytes"] / 1e6,
+                                                               r["migrations"][-1] if r["migrations"] else "-", r["seconds"]))
