@@ -112,8 +112,7 @@ def status(db_path, config_path, as_json):
     now = time.time()
     st = status_mod.status(conn, now)
     st["upstream"] = upstream_status(conn, now)
-    st["cases_today"] = dict(conn.execute(
-        "SELECT state, COUNT(*) FROM cases WHERE opened_at >= ? GROUP BY state", (now - 86400,)).fetchall())
+    st["cases_today"] = status_mod.cases_last_day(conn, now)
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False, indent=1))
         return

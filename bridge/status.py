@@ -33,6 +33,14 @@ def status(conn, now, stats=None, hall=""):
     }
 
 
+def cases_last_day(conn, now):
+    """{state: count} of the cases opened in the 24 hours before `now` (through the case-id bound of
+    statuspage.first_case_since: only those rows are read, however long the hall's history)."""
+    since = now - 86400
+    return dict(conn.execute("SELECT state, count(*) FROM cases WHERE case_id >= ? AND opened_at >= ? GROUP BY state",
+                             (statuspage.first_case_since(conn, since), since)).fetchall())
+
+
 def devices(conn):
     return rows(conn, """SELECT device_id, window_id, transport, fw_version, board, boot, online, last_seen, uptime_s,
                                 journal_depth, journal_cap, status_flags, last_error, rejects, last_reject, last_reject_at,
