@@ -155,6 +155,11 @@ class Store:
             dst.close()
             dst = None
             os.replace(part, dest)
+            fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)  # the new name on disk too
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except (sqlite3.Error, OSError) as e:
             raise StoreError("backup of %s to %s failed: %s" % (self.path, dest, e)) from e
         finally:
