@@ -133,7 +133,7 @@ class Store:
         WAL mode a reader never blocks the writer; a step-by-step copy would start over after every
         commit of a busy bridge). Written as `dest`.part, checked, then renamed: a failed or cut
         backup never leaves a half copy under the name. The copy is a single file (rollback journal
-        mode, no -wal beside it). Returns {"bytes", "pages", "migrations", "seconds"}; StoreError with
+        mode, no -wal beside it). Returns {"bytes", "migrations", "seconds"}; StoreError with
         the reason otherwise. Nothing here migrates: a backup before an upgrade is of the old schema."""
         dest = str(dest)
         if not self.exists():
@@ -150,7 +150,6 @@ class Store:
             check = dst.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError("the copy failed its check: %s" % check)
-            pages = dst.execute("PRAGMA page_count").fetchone()[0]
             names = [r[0] for r in dst.execute("SELECT name FROM migrations ORDER BY rowid")]
             dst.close()
             dst = None
@@ -168,7 +167,7 @@ class Store:
                     c.close()
             if os.path.exists(part):
                 os.remove(part)
-        return {"bytes": os.path.getsize(dest), "pages": pages, "migrations": names,
+        return {"bytes": os.path.getsize(dest), "migrations": names,
                 "seconds": time.monotonic() - t0}
 
 

@@ -323,8 +323,7 @@ class Writer:
         if kind == "msg":
             _, msg, raw, link, at = item
             dev = msg.device_id
-            last = seen.get(dev)
-            seen[dev] = (at if last is None or at > last[0] else last[0], link)
+            seen[dev] = (max(at, seen.get(dev, (0,))[0]), link)
             journaled = msg.type in _JOURNALED
             if not journaled:
                 self._batch.settle()  # HELLO, STATUS change what the batch looked up (journaled: Batch.apply decides)
@@ -341,13 +340,8 @@ class Writer:
                     self._reject(dev, "replay", "seq %d seen with other content" % msg.seq, link, at)
                     return
                 self.counters["stored" if outcome == "stored" else "duplicates"] += 1
-                k = (dev, link)
-                if k in acks:
-                    acks[k].append(msg.seq)
-                else:
-                    acks[k] = [msg.seq]
-                if eff:
-                    effects += eff
+                acks.setdefault((dev, link), []).append(msg.seq)
+                effects.extend(eff)
             elif msg.type == m.HELLO:
                 self._hello(msg, link, at, effects, now)
             elif msg.type == m.STATUS:

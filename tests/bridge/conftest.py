@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pingjia.bridge import cases, devices
+from pingjia.bridge import cases, devices, migrations
 from pingjia.bridge.hub import Hub
 from pingjia.bridge.store import Store
 from pingjia.protocol import messages as m
@@ -135,3 +135,13 @@ def q(store, sql, params=()):
         return [dict(r) for r in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def older_release_store(path, applied=3):
+    """A store at `path` migrated by an older release: only its first `applied` migrations."""
+    full = migrations.MIGRATIONS
+    migrations.MIGRATIONS = full[:applied]
+    try:
+        Store(path).migrate()
+    finally:
+        migrations.MIGRATIONS = full

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from pingjia.bridge import migrations
 from pingjia.bridge.store import Store, transaction
 from pingjia.tools.cli import main
+from tests.bridge.conftest import older_release_store
 
 BATCH = 10  # rows per transaction of the writer below: a copy holds whole batches only
 
@@ -63,11 +64,9 @@ def test_backup_while_the_bridge_commits_is_one_committed_state(tmp_path):
     assert count(db) == done[0] * BATCH  # the bridge's own file went on untouched
 
 
-def test_backup_of_a_stopped_bridge_and_before_an_upgrade_keeps_the_old_schema(tmp_path, monkeypatch):
+def test_backup_of_a_stopped_bridge_and_before_an_upgrade_keeps_the_old_schema(tmp_path):
     db = tmp_path / "bridge.db"
-    with monkeypatch.context() as m:
-        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])  # a store of an older release
-        Store(db).migrate()
+    older_release_store(db, applied=3)
     r = backup(tmp_path / "before-upgrade.db", "--db", db)
     assert r.exit_code == 0, r.output
     assert "schema %s" % migrations.MIGRATIONS[2][0] in r.output

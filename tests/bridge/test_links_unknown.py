@@ -3,6 +3,7 @@ import threading
 
 from pingjia.bridge import config, devices, service
 from pingjia.bridge.store import Store
+from tests.bridge.conftest import older_release_store
 
 
 def online(db):
@@ -46,7 +47,7 @@ def test_online_flags_are_cleared_at_start_and_at_stop(tmp_path):
     assert online(db) == 0
 
 
-def test_an_upgrade_migrating_a_hall_store_asks_systemd_for_time_first(tmp_path, monkeypatch):
+def test_an_upgrade_migrating_a_hall_store_asks_systemd_for_time_first(tmp_path):
     """A bridge upgraded in place finds migrations pending (an index over years of cases takes a
     while on a slow disk): before each, it extends systemd's start timeout and says what it is doing,
     then migrates and only then reports READY."""
@@ -55,9 +56,7 @@ def test_an_upgrade_migrating_a_hall_store_asks_systemd_for_time_first(tmp_path,
     from pingjia.bridge import migrations
 
     db = str(tmp_path / "b.db")
-    with monkeypatch.context() as m:
-        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])  # the store of an older release
-        Store(db).migrate()
+    older_release_store(db, applied=3)
     pending = [name for name, _ in migrations.MIGRATIONS[3:]]
     assert pending
     sock_path = str(tmp_path / "notify.sock")
