@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..protocol import messages as m
-from . import attach, cases
+from . import cases
 from .batch import Batch, insert_many
 from .store import audit, is_transient
 

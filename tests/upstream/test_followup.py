@@ -4,7 +4,6 @@ import json
 import time
 from zoneinfo import ZoneInfo
 
-import pytest
 from click.testing import CliRunner
 
 from pingjia.bridge import followup
